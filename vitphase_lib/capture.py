@@ -1,0 +1,140 @@
+"""One forward pass of a timm ViT, every layer's tokens and every block's attention.
+
+:func:`trace` registers forward hooks on a timm ``VisionTransformer`` and hands each layer's
+tokens and each block's head-averaged attention to a list of *sinks* (the streaming metric
+accumulators of :mod:`vitphase_lib.metrics`) the moment the model produces them. Nothing is kept
+after a sink has read it, so memory does not grow with the number of images, and at most one
+block's attention map exists at a time beside the model's own activations.
+
+Layers, in order (METRICS.md): ``raw`` (patch embeddings before positional encoding, patch tokens
+only), ``pe`` (after positional encoding, prefix tokens prepended), ``1..L`` (block outputs, the
+residual stream) and ``head`` (after the final norm).
+
+timm computes attention with a fused kernel that hides the weights; while tracing, the blocks use
+timm's own unfused path (``fused_attn = False``), which computes the same softmax(QK^T/sqrt(d))V
+explicitly, and a hook on ``attn_drop`` reads the weights. ``tests/test_capture.py`` checks that
+the traced logits equal the untraced ones.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Protocol, Sequence
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from .models import UnsupportedModelError, check_vit
+
+
+@dataclass(frozen=True)
+class ViTLayout:
+    """What the analyses need to know about a ViT's token layout."""
+
+    num_blocks: int
+    num_prefix_tokens: int  # [CLS] + register (+ distillation) tokens
+    has_cls: bool
+    num_patches: int
+    width: int
+
+    @property
+    def layer_names(self) -> list[str]:
+        return ["raw", "pe"] + [str(i) for i in range(1, self.num_blocks + 1)] + ["head"]
+
+    @property
+    def cls_index(self) -> int | None:
+        return 0 if self.has_cls else None
+
+
+def vit_layout(model: torch.nn.Module) -> ViTLayout:
+    vit = check_vit(model)
+    for i, block in enumerate(vit.blocks):
+        attn = getattr(block, "attn", None)
+        if attn is None or not hasattr(attn, "fused_attn") or not hasattr(attn, "attn_drop"):
+            raise UnsupportedModelError(
+                f"block {i} of {type(vit).__name__} has no timm Attention module (.attn with "
+                "fused_attn and attn_drop), so its attention weights cannot be read.")
+    return ViTLayout(num_blocks=len(vit.blocks), num_prefix_tokens=vit.num_prefix_tokens,
+                     has_cls=vit.cls_token is not None, num_patches=vit.patch_embed.num_patches,
+                     width=vit.embed_dim)
+
+
+class Sink(Protocol):
+    """What :func:`trace` calls. Implementations must not keep references to the tensors."""
+
+    def on_tokens(self, layer: str, tokens: torch.Tensor) -> None: ...
+
+    def on_attention(self, block: int, attention: torch.Tensor) -> None: ...
+
+
+@contextmanager
+def trace(model: VisionTransformer, sinks: Sequence[Sink], attention: bool = True) -> Iterator[ViTLayout]:
+    """While active, every forward pass of ``model`` feeds ``sinks``.
+
+    ``on_tokens(layer, x)`` gets ``x`` of shape (B, T, D) (T = N for ``raw``, P + N otherwise);
+    ``on_attention(block, a)`` gets the head-averaged, row-stochastic attention (B, T, T) in
+    float32, for blocks numbered from 1. The model and its fused-attention flags are restored on
+    exit, even after an error.
+    """
+    layout = vit_layout(model)
+    handles = []
+    fused_flags = [block.attn.fused_attn for block in model.blocks]
+
+    def emit_tokens(layer: str, x: torch.Tensor) -> None:
+        if x.ndim == 4:  # dynamic image size: (B, H, W, D)
+            x = x.flatten(1, 2)
+        for sink in sinks:
+            sink.on_tokens(layer, x)
+
+    try:
+        handles.append(model.patch_embed.register_forward_hook(
+            lambda module, args, out: emit_tokens("raw", out)))
+        # the input of patch_drop is the output of _pos_embed: z + PE with prefix tokens
+        handles.append(model.patch_drop.register_forward_pre_hook(
+            lambda module, args: emit_tokens("pe", args[0])))
+        for index, block in enumerate(model.blocks, start=1):
+            handles.append(block.register_forward_hook(
+                lambda module, args, out, layer=str(index): emit_tokens(layer, out)))
+            if attention:
+                block.attn.fused_attn = False
+                handles.append(block.attn.attn_drop.register_forward_hook(
+                    lambda module, args, out, b=index: _emit_attention(sinks, b, out)))
+        handles.append(model.norm.register_forward_hook(
+            lambda module, args, out: emit_tokens("head", out)))
+        yield layout
+    finally:
+        for handle in handles:
+            handle.remove()
+        for block, flag in zip(model.blocks, fused_flags):
+            block.attn.fused_attn = flag
+
+
+def _emit_attention(sinks: Sequence[Sink], block: int, weights: torch.Tensor) -> None:
+    averaged = weights.float().mean(dim=1)  # (B, heads, T, T) -> (B, T, T)
+    for sink in sinks:
+        sink.on_attention(block, averaged)
+
+
+@contextmanager
+def scaled_positional_encoding(model: VisionTransformer, alpha: float) -> Iterator[None]:
+    """Evaluation-time intervention: z + PE becomes z + alpha * PE (METRICS.md, PE scaling).
+
+    The [CLS] token's positional embedding (where the model has one) is scaled too. The original
+    embedding is restored on exit.
+    """
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
+        raise TypeError(f"alpha must be a number, got {alpha!r}")
+    if model.pos_embed is None:
+        raise UnsupportedModelError(f"{type(model).__name__} has no learned positional embedding to scale")
+    original = model.pos_embed.data.clone()
+    try:
+        model.pos_embed.data.mul_(float(alpha))
+        yield
+    finally:
+        model.pos_embed.data.copy_(original)
+
+
+def patch_positional_embedding(model: VisionTransformer) -> torch.Tensor:
+    """The positional embeddings of the N patch positions, shape (N, D)."""
+    pe = model.pos_embed[0]
+    return pe if model.no_embed_class else pe[model.num_prefix_tokens:]

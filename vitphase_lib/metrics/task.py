@@ -1,0 +1,44 @@
+"""Task accuracy and the finiteness guard of the streaming pass."""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from .base import Accumulator, NonFiniteActivationError
+
+
+class Top1(Accumulator):
+    """Top-1 accuracy of the model's own classifier."""
+
+    name = "top1"
+
+    def on_logits(self, logits: torch.Tensor) -> None:
+        self.add("correct", (logits.argmax(-1) == self.labels).sum())
+        self.add("images", torch.tensor(float(len(logits)), device=logits.device))
+
+    def result(self) -> pd.DataFrame:
+        images = float(self.sums["images"])
+        return pd.DataFrame([{"top1": 100.0 * float(self.sums["correct"]) / images,
+                              "images": int(images)}])
+
+
+class FiniteCheck(Accumulator):
+    """Counts non-finite activations per layer on the device (no host sync per batch);
+    :meth:`check` raises once, at the end, naming the first offending layer."""
+
+    name = "finite"
+
+    def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
+        self.add(layer, (~torch.isfinite(tokens)).sum())
+
+    def check(self) -> None:
+        for layer in self.layout.layer_names:
+            bad = int(self.sums.get(layer, torch.zeros(())))
+            if bad:
+                raise NonFiniteActivationError(
+                    f"layer {layer!r} produced {bad} NaN/inf activation values. Common causes: "
+                    "fp16 overflow (use dtype='bfloat16' or 'float32'), corrupt weights, or "
+                    "images that were not normalised. Nothing was cached.")
+
+    def result(self) -> pd.DataFrame:
+        return pd.DataFrame([{"layer": k, "nonfinite": int(v)} for k, v in self.sums.items()])

@@ -1,0 +1,68 @@
+"""Result caching: per (model, data, parameters) the tidy tables of an analysis, on disk.
+
+Each entry is a folder ``<cache>/results/<kind>-<hash>/`` with one CSV per table and a
+``manifest.json`` saying what produced it (the key, library versions, time taken). The folder is
+written under a temporary name and renamed into place, so an interrupted run leaves either a
+complete entry or none.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from . import __version__
+
+
+def results_root() -> Path:
+    from .zoo import cache_root
+    return cache_root() / "results"
+
+
+def cache_key(kind: str, key: dict) -> str:
+    payload = json.dumps({"kind": kind, "key": key, "version": __version__}, sort_keys=True, default=str)
+    return f"{kind}-{hashlib.sha256(payload.encode()).hexdigest()[:20]}"
+
+
+def cached_tables(kind: str, key: dict, compute: Callable[[], dict[str, pd.DataFrame]],
+                  refresh: bool = False, root: Path | None = None) -> dict[str, pd.DataFrame]:
+    """Load the tables of ``(kind, key)`` from the cache, or compute and store them."""
+    folder = (root or results_root()) / cache_key(kind, key)
+    manifest_path = folder / "manifest.json"
+    if manifest_path.is_file() and not refresh:
+        manifest = json.loads(manifest_path.read_text())
+        return {name: pd.read_csv(folder / f"{name}.csv") for name in manifest["tables"]}
+    start = time.time()
+    tables = compute()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        for name, table in tables.items():
+            table.to_csv(staging / f"{name}.csv", index=False)
+        manifest = {"kind": kind, "key": key, "tables": sorted(tables),
+                    "seconds": round(time.time() - start, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "versions": _versions()}
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    # return what a later load returns (CSV round trip), so first and cached runs print the same
+    return {name: pd.read_csv(folder / f"{name}.csv") for name in tables}
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import timm
+    import torch
+    return {"vitphase": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "numpy": numpy.__version__, "pandas": pd.__version__}
