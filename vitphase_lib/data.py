@@ -60,8 +60,15 @@ class ImageSet:
 # --------------------------------------------------------------------------- Fashion-MNIST
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, OSError) as error:  # truncated or corrupt gzip stream
+        raise ValueError(f"{path} cannot be read ({error}): the file is truncated or corrupt. "
+                         "Delete it and let the loader fetch it again.") from error
+    if len(data) < 4 or len(data) < 4 + 4 * data[3]:
+        raise ValueError(f"{path} is truncated inside its IDX header ({len(data)} bytes). "
+                         "Delete it and let the loader fetch it again.")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file (header {data[:4].hex()}); "

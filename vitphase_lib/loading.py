@@ -100,6 +100,8 @@ def load_timm_model(name: str, checkpoint: str | Path | None = None,
     """A timm ViT by name. ``checkpoint``: a local weights file (timm's ``pretrained_cfg_overlay``);
     ``pretrained=False`` gives a randomly initialised model (tests, benchmarks)."""
     import timm
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, got {name!r}")
     architecture = name.split(".")[0]
     if not timm.is_model(architecture):
         close = timm.list_models(f"*{architecture.split('_')[0]}*")[:8]

@@ -38,7 +38,7 @@ def cached_tables(kind: str, key: dict, compute: Callable[[], dict[str, pd.DataF
     manifest_path = folder / "manifest.json"
     if manifest_path.is_file() and not refresh:
         manifest = json.loads(manifest_path.read_text())
-        return {name: pd.read_csv(folder / f"{name}.csv") for name in manifest["tables"]}
+        return {name: _read_table(folder / f"{name}.csv") for name in manifest["tables"]}
     start = time.time()
     tables = compute()
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,14 @@ def cached_tables(kind: str, key: dict, compute: Callable[[], dict[str, pd.DataF
         shutil.rmtree(staging, ignore_errors=True)
         raise
     # return what a later load returns (CSV round trip), so first and cached runs print the same
-    return {name: pd.read_csv(folder / f"{name}.csv") for name in tables}
+    return {name: _read_table(folder / f"{name}.csv") for name in tables}
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # a table with no columns is stored as an empty file
+        return pd.DataFrame()
 
 
 def _versions() -> dict[str, str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +40,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     n_train: int | None = None  # a subset of the training set (tiny zoo), None = all
+    n_test: int | None = None  # evaluate on the first n_test test images (tiny zoo), None = all
     snapshot_fractions: tuple[float, ...] = (0.05, 0.25, 1.0)
     checkpoint_every_s: float = 300.0
 
@@ -101,6 +104,28 @@ def evaluate_top1(model: torch.nn.Module, data: ImageSet, batch_size: int = 1000
     return 100.0 * correct / len(data)
 
 
+class _StopRequest:
+    """Turns SIGINT / SIGTERM into a flag the loop checks between steps, so an interrupted run
+    saves a consistent state (never one caught halfway through an optimizer step). Any other
+    exception saves nothing: the run resumes from its last periodic checkpoint."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 class Trainer:
     """Trains one model into ``run_dir``; ``run()`` resumes from ``run_dir/state.pt`` if present."""
 
@@ -111,7 +136,8 @@ class Trainer:
         self.config = train_config
         self.train_set = train_set if train_config.n_train is None else train_set.subset(
             torch.arange(train_config.n_train))
-        self.test_set = test_set
+        self.test_set = test_set if train_config.n_test is None else test_set.subset(
+            torch.arange(train_config.n_test))
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.steps_per_epoch = math.ceil(len(self.train_set) / train_config.batch_size)
@@ -126,7 +152,9 @@ class Trainer:
         return self.run_dir / "state.pt"
 
     def _fingerprint(self) -> dict:
-        return {"model": self.model_config.to_dict(), "train": self.config.to_dict(),
+        """What determines the weights; a saved state with another fingerprint is not resumed."""
+        train = {k: v for k, v in self.config.to_dict().items() if k not in ("n_test",)}
+        return {"model": self.model_config.to_dict(), "train": train,
                 "data": self.train_set.checksum}
 
     def _load_or_init(self):
@@ -153,7 +181,6 @@ class Trainer:
         atomic_write_bytes(json.dumps(state.log, indent=1).encode(), self.run_dir / "log.json")
 
     def _snapshot(self, model, state: TrainState) -> None:
-        top1 = evaluate_top1(model, self.test_set)
         path = self.run_dir / f"{self.model_config.name}-step{state.step:06d}.safetensors"
         weights = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
         tmp = path.with_suffix(".tmp")
@@ -165,8 +192,7 @@ class Trainer:
         state.snapshots.append({
             "step": state.step, "epoch": state.step / self.steps_per_epoch,
             "fraction": state.step / self.total_steps, "file": path.name,
-            "test_top1": evaluate_top1(stored, self.test_set),
-            "test_top1_fp32": top1, "sha256": sha256_file(path)})
+            "test_top1": evaluate_top1(stored, self.test_set), "sha256": sha256_file(path)})
         model.train()
 
     # ----------------------------------------------------------------- the loop
@@ -182,6 +208,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=state.step, desc=self.model_config.name,
                    disable=not self.progress, mininterval=1.0, unit="step")
         epoch_loss, epoch_batches, epoch_start = 0.0, 0, time.monotonic()
+        stop = _StopRequest()
         try:
             while state.step < self.total_steps:
                 step = state.step
@@ -228,10 +255,12 @@ class Trainer:
                 elif time.monotonic() - last_save > self.config.checkpoint_every_s:
                     self._save(model, optimizer, state)
                     last_save = time.monotonic()
-        except KeyboardInterrupt:
-            self._save(model, optimizer, state)
-            raise
+                if stop.requested:  # at a step boundary, after all bookkeeping: a consistent state
+                    self._save(model, optimizer, state)
+                    raise KeyboardInterrupt(f"training of {self.model_config.name} stopped at step "
+                                            f"{state.step}; run the same command to resume")
         finally:
+            stop.restore()
             bar.close()
         self._save(model, optimizer, state)
         return state

@@ -35,10 +35,10 @@ ZOO_TRAINING: dict[str, TrainConfig] = {
     "mini-s": TrainConfig(epochs=12, lr=1e-3),
     "mini-b": TrainConfig(epochs=10, lr=1e-3),
     "mini-l": TrainConfig(epochs=7, lr=6e-4),
-    # the smoke profile's tiny zoo: 2 000 images, a few seconds each
-    "tiny-s": TrainConfig(epochs=2, batch_size=128, lr=2e-3, n_train=2000, warmup_epochs=0.5),
-    "tiny-b": TrainConfig(epochs=2, batch_size=128, lr=2e-3, n_train=2000, warmup_epochs=0.5),
-    "tiny-l": TrainConfig(epochs=2, batch_size=128, lr=2e-3, n_train=2000, warmup_epochs=0.5),
+    # the smoke profile's tiny zoo: 3 000 images, a few seconds each
+    **{name: TrainConfig(epochs=3, batch_size=64, lr=2e-3, n_train=3000, n_test=1000,
+                         warmup_epochs=0.3, snapshot_fractions=(1.0,), threads=1)
+       for name in ("tiny-s", "tiny-b", "tiny-l")},
 }
 
 

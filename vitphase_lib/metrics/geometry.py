@@ -18,7 +18,10 @@ def pairwise_cosine_mean(tokens: torch.Tensor, center: bool) -> torch.Tensor:
     """
     x = tokens.float()
     if center:
+        scale = x.norm(dim=-1).mean(dim=1, keepdim=True)  # (B, 1)
         x = x - x.mean(dim=1, keepdim=True)
+        # a token equal to the image mean (to float rounding) is a zero vector, not noise
+        x = x * (x.norm(dim=-1) > 1e-5 * scale).unsqueeze(-1)
     unit = F.normalize(x, dim=-1, eps=1e-12)
     total = unit.sum(dim=1).square().sum(dim=-1) - unit.square().sum(dim=(1, 2))
     n = x.shape[1]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -73,3 +74,22 @@ def segment_phases(similarity: Sequence[float], layers: Sequence[str]) -> PhaseS
         cliff_drop_pe=float(y[0] - y[1]), cliff_drop_block1=float(y[0] - y[2]),
         climb_rise=float(y[-1] - y[s]), slopes=(float(b), float(b + c), float(b + c + d)),
         rss=rss)
+
+
+def phase_table(per_layer: pd.DataFrame, column: str = "centered_similarity") -> pd.DataFrame:
+    """Segment every model of a stacked per-layer table (columns ``model``, ``layer``, ``column``)."""
+    rows = []
+    for model, frame in per_layer.groupby("model", sort=False):
+        frame = frame[frame.layer != "head"]
+        seg = segment_phases(frame[column].to_numpy(), frame.layer.tolist())
+        blocks = len(seg.layers) - 2
+        rows.append({
+            "model": model, "blocks": blocks,
+            "plateau_start": seg.plateau_start, "climb_start": seg.climb_start,
+            "plateau_length": seg.plateau_length, "climb_length": seg.climb_length,
+            "plateau_fraction": seg.plateau_length / blocks,
+            "cliff_drop_pe": seg.cliff_drop_pe, "cliff_drop_block1": seg.cliff_drop_block1,
+            "climb_rise": seg.climb_rise,
+            "cliff_slope": seg.slopes[0], "plateau_slope": seg.slopes[1], "climb_slope": seg.slopes[2],
+        })
+    return pd.DataFrame(rows)

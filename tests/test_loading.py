@@ -1,0 +1,88 @@
+"""Models by name (vitphase_lib.loading): timm ViTs, local checkpoints and the errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from timm.models.vision_transformer import VisionTransformer
+
+from vitphase_lib.io import sha256_file
+from vitphase_lib.loading import UnknownModelError, load_model, load_timm_model
+from vitphase_lib.models import UnsupportedModelError
+from vitphase_lib.zoo import CheckpointError
+
+NAME = "vit_small_patch16_224"
+
+
+@pytest.fixture(scope="module")
+def random_small():
+    return load_timm_model(NAME, pretrained=False, seed=3)
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    different = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert not different, different
+
+
+@pytest.mark.parametrize("name", ["not_a_model_xyz", "vit_tiny_patch3_999", "nonexistent.weights"])
+def test_unknown_model_name(name):
+    with pytest.raises(UnknownModelError, match="unknown model") as info:
+        load_model(name, pretrained=False)
+    assert "mini-s" in str(info.value)  # the message lists the zoo
+
+
+def test_non_vit_timm_model():
+    with pytest.raises(UnsupportedModelError, match="not a timm VisionTransformer"):
+        load_timm_model("resnet18", pretrained=False)
+
+
+def test_random_timm_vit(random_small):
+    loaded = random_small
+    assert isinstance(loaded.model, VisionTransformer)
+    assert loaded.name == NAME and loaded.kind == "timm"
+    assert loaded.fingerprint == "random-init-seed-3"
+    assert "random" in loaded.source
+    assert not loaded.model.training
+    assert loaded.model.embed_dim == 384 and len(loaded.model.blocks) == 12
+    with torch.inference_mode():
+        logits = loaded.model(torch.randn(1, 3, 224, 224))
+    assert logits.shape == (1, 1000) and torch.isfinite(logits).all()
+
+
+def test_random_init_depends_on_the_seed():
+    tiny = "vit_tiny_patch16_224"
+    a = load_timm_model(tiny, pretrained=False, seed=3)
+    again = load_timm_model(tiny, pretrained=False, seed=3)
+    assert_same_weights(again.model, a.model)
+    other = load_timm_model(tiny, pretrained=False, seed=4)
+    assert not torch.equal(other.model.pos_embed, a.model.pos_embed)
+    assert other.fingerprint != a.fingerprint
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pth"])
+def test_local_checkpoint_gives_identical_weights(tmp_path, random_small, fmt):
+    state = {k: v.detach().clone().contiguous() for k, v in random_small.model.state_dict().items()}
+    path = tmp_path / f"weights.{fmt}"
+    if fmt == "safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    # seed 0 would initialise different weights: the file must be what is loaded
+    loaded = load_model(NAME, checkpoint=path)
+    assert_same_weights(loaded.model, random_small.model)
+    assert loaded.fingerprint == sha256_file(path)
+    assert str(path) in loaded.source
+    assert not loaded.model.training
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_timm_model(NAME, checkpoint=tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("name", [None, 123, ["vit_small_patch16_224"]])
+def test_non_string_name(name):
+    with pytest.raises(TypeError, match="must be a string"):
+        load_model(name)

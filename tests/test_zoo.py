@@ -1,0 +1,119 @@
+"""Zoo checkpoints: load_weights_file and its errors (vitphase_lib.zoo)."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from vitphase_lib.io import sha256_file
+from vitphase_lib.models import ALL_MINI_CONFIGS, MiniViTConfig, build_mini_vit
+from vitphase_lib.zoo import (ZOO_TRAINING, CheckpointError, cache_root, load_weights_file,
+                              training_dir)
+
+CONFIG = MiniViTConfig("zoo-test", depth=1, width=8, heads=2, num_classes=3)
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(1)
+    model = build_mini_vit(CONFIG)
+    path = tmp_path / "zoo-test-step000010.safetensors"
+    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(path), metadata={"config": json.dumps(CONFIG.to_dict())})
+    return path, weights
+
+
+def test_loads_the_weights(checkpoint):
+    path, weights = checkpoint
+    model = load_weights_file(path, CONFIG, expected_sha256=sha256_file(path))
+    assert not model.training
+    loaded = model.state_dict()
+    assert loaded.keys() == weights.keys()
+    assert all(torch.equal(loaded[k], weights[k]) for k in weights)
+
+
+def test_float16_file_is_loaded_as_float32(tmp_path, checkpoint):
+    _, weights = checkpoint
+    path = tmp_path / "half.safetensors"
+    save_file({k: v.half() for k, v in weights.items()}, str(path))
+    model = load_weights_file(path, CONFIG)
+    for key, value in model.state_dict().items():
+        assert value.dtype == torch.float32
+        assert torch.equal(value, weights[key].half().float())
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="is missing") as info:
+        load_weights_file(tmp_path / "nope.safetensors", CONFIG)
+    assert "vitphase zoo train --model zoo-test" in str(info.value)
+
+
+def test_altered_file_fails_the_checksum(checkpoint):
+    path, _ = checkpoint
+    good = sha256_file(path)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # flip one byte of tensor data: still a readable safetensors file
+    path.write_bytes(bytes(data))
+    load_weights_file(path, CONFIG)  # readable without a checksum ...
+    with pytest.raises(CheckpointError, match="truncated or altered") as info:
+        load_weights_file(path, CONFIG, expected_sha256=good)  # ... but caught with one
+    assert good[:12] in str(info.value)
+    assert sha256_file(path)[:12] in str(info.value)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99, 10])
+def test_truncated_file_is_not_readable(checkpoint, keep):
+    path, _ = checkpoint
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep) if keep < 1 else keep])
+    with pytest.raises(CheckpointError, match="cannot be read") as info:
+        load_weights_file(path, CONFIG)
+    assert str(path) in str(info.value)
+
+
+def test_garbage_file_is_not_readable(tmp_path):
+    path = tmp_path / "garbage.safetensors"
+    path.write_bytes(b"this is not a safetensors file at all" * 10)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_weights_file(path, CONFIG)
+
+
+def test_truncated_file_with_checksum_reports_the_checksum(checkpoint):
+    path, _ = checkpoint
+    good = sha256_file(path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated or altered"):
+        load_weights_file(path, CONFIG, expected_sha256=good)
+
+
+@pytest.mark.parametrize("other", [
+    replace(CONFIG, width=16, heads=4),   # wider
+    replace(CONFIG, depth=2),             # deeper: missing keys
+    replace(CONFIG, num_classes=10),      # another head
+])
+def test_wrong_architecture(checkpoint, other):
+    path, _ = checkpoint
+    with pytest.raises(CheckpointError, match="does not fit model zoo-test"):
+        load_weights_file(path, other)
+
+
+def test_missing_tensor(tmp_path, checkpoint):
+    _, weights = checkpoint
+    path = tmp_path / "partial.safetensors"
+    save_file({k: v for k, v in weights.items() if k != "head.weight"}, str(path))
+    with pytest.raises(CheckpointError, match="head.weight"):
+        load_weights_file(path, CONFIG)
+
+
+def test_training_state_lives_in_the_cache(isolated_cache):
+    assert cache_root() == isolated_cache
+    assert training_dir("mini-s") == isolated_cache / "zoo-training" / "mini-s"
+
+
+def test_every_zoo_model_has_a_recipe():
+    assert set(ZOO_TRAINING) == set(ALL_MINI_CONFIGS)
+    for name, config in ALL_MINI_CONFIGS.items():
+        assert config.width % config.heads == 0, name

@@ -1,0 +1,98 @@
+"""The paper's claims as explicit, testable criteria, and the numbers it reports.
+
+Each ``check_*`` function takes measured tables and returns a :class:`ClaimCheck`: what was
+measured, whether the claim holds in this build, and why. The chapters show these and the Summary
+chapter collects them, so a verdict is computed once, from data, never typed by hand.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+# Reported numbers (../shared/PAPER.md). None = not reported ("n/r").
+PAPER = {
+    "cliff": {"ViT-S": (0.020, -0.002), "ViT-L": (0.021, -0.005)},  # S before -> after PE
+    "cls_centrality_vit_b": (0.502, 0.004),
+    "isi_band_vit_b": (0.004, 0.009),
+    "isi_peak_vit_l": 0.031,
+    "tradeoff_offset_layers": 10,
+    "isi_failure_threshold": 0.02,
+    "cls_centrality_failure_threshold": 0.01,
+    "climb_blocks": (3, 4),
+}
+
+# Which paper model each of our models stands in for (by position in the profile: S, B, L).
+PAPER_NAMES = ("ViT-S", "ViT-B", "ViT-L")
+
+
+def paper_name(models: tuple[str, ...] | list[str], model: str) -> str | None:
+    index = list(models).index(model)
+    return PAPER_NAMES[index] if len(models) == 3 else None
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    claim: str
+    paper: str
+    measured: str
+    holds: bool | None  # None: cannot be tested with this build's data
+    reason: str
+
+    def as_row(self) -> dict:
+        return {"claim": self.claim, "paper says": self.paper, "this build measured": self.measured,
+                "holds here?": {True: "yes", False: "no", None: "not testable"}[self.holds],
+                "why": self.reason}
+
+
+def check_phases(phases: pd.DataFrame) -> ClaimCheck:
+    """C1: a Cliff (S drops when PE is added), a long flat Plateau, and a short Climb at the end."""
+    cliff = phases.cliff_drop_pe > 0
+    plateau = (phases.plateau_fraction >= 1 / 3) & (
+        phases.plateau_slope.abs() * phases.plateau_length < phases.cliff_drop_block1.abs())
+    climb = (phases.climb_slope > 0) & (phases.climb_rise > 0) & (
+        phases.climb_length <= np.maximum(5, np.ceil(phases.blocks / 3)))
+    parts = []
+    for _, row, c, p, k in zip(range(len(phases)), phases.itertuples(), cliff, plateau, climb):
+        parts.append(f"{row.model}: cliff {'yes' if c else 'no'} ({row.cliff_drop_pe:+.4f}), "
+                     f"plateau {row.plateau_start}-{row.climb_start} ({row.plateau_length} blocks, "
+                     f"{'yes' if p else 'no'}), climb {row.climb_length} blocks "
+                     f"({'yes' if k else 'no'}, rise {row.climb_rise:+.4f})")
+    holds = bool((cliff & plateau & climb).all())
+    missing = [name for name, ok in (("Cliff", cliff), ("Plateau", plateau), ("Climb", climb))
+               if not ok.all()]
+    reason = ("all three phases in every model" if holds
+              else "missing in some model: " + ", ".join(missing))
+    return ClaimCheck("C1 Cliff-Plateau-Climb", "three phases in ViT-S/B/L; Climb = last 3-4 blocks",
+                      "; ".join(parts), holds, reason)
+
+
+def check_pe_drives_cliff(pe_summary: pd.DataFrame, top1_by_alpha: pd.DataFrame,
+                          cliff_by_alpha: pd.DataFrame) -> ClaimCheck:
+    """C2: the Cliff grows with PE strength, follows the PE Dominance Ratio across models, and
+    removing PE (alpha = 0) costs top-1 accuracy.
+
+    ``pe_summary``: model, pe_dominance_ratio, cliff_drop_block1. ``top1_by_alpha``: model,
+    alpha, top1. ``cliff_by_alpha``: model, alpha, cliff_drop_block1.
+    """
+    grows = []
+    for model, frame in cliff_by_alpha.groupby("model", sort=False):
+        frame = frame.sort_values("alpha")
+        grows.append(bool(frame.cliff_drop_block1.iloc[-1] > frame.cliff_drop_block1.iloc[0]))
+    costs = []
+    for model, frame in top1_by_alpha.groupby("model", sort=False):
+        at = frame.set_index("alpha").top1
+        costs.append(bool(at.get(0.0, np.nan) < at.get(1.0, np.nan)))
+    follows = None
+    if len(pe_summary) >= 3:
+        rho = pe_summary[["pe_dominance_ratio", "cliff_drop_block1"]].corr(method="spearman").iloc[0, 1]
+        follows = bool(rho > 0)
+    measured = (f"Cliff grows with alpha in {sum(grows)}/{len(grows)} models; removing PE lowers "
+                f"top-1 in {sum(costs)}/{len(costs)}; across models the Cliff "
+                + ("follows" if follows else "does not follow" if follows is False else "cannot be ranked by")
+                + " the PE Dominance Ratio")
+    holds = all(grows) and all(costs) and follows is not False
+    return ClaimCheck("C2 PE drives the Cliff", "Cliff size follows the PE Dominance Ratio; PE "
+                      "scaling changes top-1", measured, holds,
+                      "every part holds" if holds else "at least one part fails (see measured)")

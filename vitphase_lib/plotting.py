@@ -1,0 +1,64 @@
+"""Plotting and table helpers shared by the chapters (seaborn / matplotlib, MyST tables)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from IPython.display import Markdown  # noqa: E402
+
+sns.set_theme(context="notebook", style="whitegrid")
+
+
+def with_depth_axes(per_layer: pd.DataFrame) -> pd.DataFrame:
+    """Add ``block`` (0 = raw, 1 = pe shown at 0.5, b = block b; the head at L + 0.5) and
+    ``normalized_depth`` (block / L) to a per-layer table with ``model`` and ``layer`` columns."""
+    frame = per_layer.copy()
+    blocks = frame.groupby("model")["layer"].transform(
+        lambda s: pd.to_numeric(s, errors="coerce").max())
+    numeric = pd.to_numeric(frame["layer"], errors="coerce")
+    special = {"raw": -1.0, "pe": 0.0}
+    position = numeric.where(numeric.notna(), frame["layer"].map(special))
+    position = position.where(frame["layer"] != "head", blocks + 0.5)
+    frame["block"] = position
+    frame["normalized_depth"] = position / blocks
+    return frame
+
+
+def layer_curves(per_layer: pd.DataFrame, y: str, ylabel: str, axes=None, hue: str = "model",
+                 include_head: bool = False, logy: bool = False, title: str | None = None):
+    """Two panels: ``y`` against block index and against normalized depth, one line per model."""
+    frame = with_depth_axes(per_layer)
+    if not include_head:
+        frame = frame[frame.layer != "head"]
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, x, xlabel in zip(axes, ("block", "normalized_depth"),
+                             ("block (-1 = raw patches, 0 = + positional encoding)",
+                              "normalized depth (block / L)")):
+        sns.lineplot(data=frame, x=x, y=y, hue=hue, marker="o", ax=ax, markersize=4)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if logy:
+            ax.set_yscale("log")
+    if title:
+        axes[0].figure.suptitle(title)
+    axes[0].figure.tight_layout()
+    return axes
+
+
+def myst_table(frame: pd.DataFrame, caption: str, name: str, floatfmt: str = ".4g") -> Markdown:
+    """A numbered, referenceable MyST table (rendered by MyST-NB from the cell's output)."""
+    body = frame.to_markdown(index=False, floatfmt=floatfmt)
+    return Markdown(f"```{{table}} {caption}\n:name: {name}\n\n{body}\n```\n")
+
+
+def verdict(holds: bool | None) -> str:
+    return {True: "holds", False: "does not hold", None: "not testable here"}[holds]
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"

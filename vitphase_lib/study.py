@@ -1,0 +1,158 @@
+"""A study: one profile's parameters, validated, and the cached analyses every chapter reads.
+
+Notebooks build a :class:`Study` from their ``parameters`` cell and ask it for tables; the study
+loads models and data once, and every heavy result is cached on disk (``results.cached_tables``)
+keyed by the model's weights, the data and the parameters, so chapters share one computation.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from .analysis import PassConfig, geometry_tables, pe_scaling_tables
+from .data import analysis_splits, load_fashion_mnist
+from .loading import LoadedModel, load_model
+from .results import cached_tables
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+
+@dataclass(frozen=True)
+class Study:
+    """The parameters shared by every chapter (the ``parameters`` cell of each notebook)."""
+
+    profile: str = "default"
+    models: tuple[str, ...] = ("mini-s", "mini-b", "mini-l")
+    dataset: str = "fashion-mnist"       # 'fashion-mnist' or the path of an ImageNet-style folder
+    data_root: str | None = None         # Fashion-MNIST folder (None: Debian package or download)
+    n_images: int = 2000                 # images in the streaming analysis
+    n_probe_fit: int = 4000              # images to fit probes and decoders on
+    n_probe_score: int = 2000            # images to score them on
+    batch_size: int = 250
+    device: str = "cpu"
+    dtype: str = "float32"
+    num_workers: int = 0
+    seed: int = 0
+    pe_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
+    checkpoints: dict = field(default_factory=dict)  # timm models: name -> local weights file
+    refresh: bool = False                # recompute instead of loading cached tables
+    progress: bool = True
+
+    def __post_init__(self):
+        expected = {"profile": str, "dataset": str, "device": str, "dtype": str,
+                    "n_images": int, "n_probe_fit": int, "n_probe_score": int, "batch_size": int,
+                    "num_workers": int, "seed": int, "refresh": bool, "progress": bool,
+                    "checkpoints": dict}
+        for name, kind in expected.items():
+            value = getattr(self, name)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise TypeError(f"parameter {name!r} must be {kind.__name__}, got "
+                                f"{type(value).__name__} {value!r}")
+        if isinstance(self.models, str) or not all(isinstance(m, str) for m in self.models):
+            raise TypeError(f"parameter 'models' must be a list of model names, got {self.models!r}")
+        if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in self.pe_alphas):
+            raise TypeError(f"parameter 'pe_alphas' must be a list of numbers, got {self.pe_alphas!r}")
+        object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "pe_alphas", tuple(float(a) for a in self.pe_alphas))
+        self.pass_config  # validates batch_size / dtype / device
+
+    @classmethod
+    def from_parameters(cls, **parameters: Any) -> "Study":
+        """Build from a notebook's parameters; unknown names are an error (a typo is not ignored)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(parameters) - known)
+        if unknown:
+            raise TypeError(f"unknown parameter(s) {unknown}; known: {sorted(known)}")
+        return cls(**parameters)
+
+    @classmethod
+    def from_profile(cls, name: str, **overrides: Any) -> "Study":
+        import yaml
+        path = PROFILES_DIR / f"{name}.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"no profile {name!r}: {path} does not exist "
+                                    f"(profiles: {sorted(p.stem for p in PROFILES_DIR.glob('*.yaml'))})")
+        return cls.from_parameters(**{**yaml.safe_load(path.read_text()), **overrides})
+
+    @classmethod
+    def from_notebook(cls, profile: str, overrides: dict | None = None, **named: Any) -> "Study":
+        """A notebook's parameters: the profile, the named parameters it sets (None = keep the
+        profile's value) and any other fields in ``overrides``."""
+        if not isinstance(overrides, (dict, type(None))):
+            raise TypeError(f"parameter 'overrides' must be a dict, got {overrides!r}")
+        chosen = {k: v for k, v in named.items() if v is not None}
+        return cls.from_profile(profile, **{**chosen, **(overrides or {})})
+
+    @cached_property
+    def pass_config(self) -> PassConfig:
+        return PassConfig(batch_size=self.batch_size, device=self.device, dtype=self.dtype,
+                          num_workers=self.num_workers, progress=self.progress)
+
+    # ------------------------------------------------------------------ models and data
+    def model(self, name: str) -> LoadedModel:
+        if name not in self._models:
+            self._models[name] = load_model(name, checkpoint=self.checkpoints.get(name))
+        return self._models[name]
+
+    @cached_property
+    def _models(self) -> dict[str, LoadedModel]:
+        return {}
+
+    @cached_property
+    def _fashion_test(self):
+        return load_fashion_mnist("test", root=self.data_root)
+
+    @cached_property
+    def splits(self):
+        return analysis_splits(len(self._fashion_test), self.n_images, self.n_probe_fit,
+                               self.n_probe_score, seed=self.seed)
+
+    def data(self, model_name: str, split: str = "analysis") -> Dataset:
+        """The images of one split, preprocessed for ``model_name``."""
+        if self.dataset != "fashion-mnist":
+            raise NotImplementedError("ImageNet-style folders arrive with the paper profile (issue 6)")
+        return self._fashion_test.subset(getattr(self.splits, split)).as_dataset()
+
+    @property
+    def data_key(self) -> dict:
+        return {"dataset": self.dataset, "checksum": self._fashion_test.checksum,
+                "n_images": self.n_images, "seed": self.seed}
+
+    def _key(self, model_name: str, **extra) -> dict:
+        return {"model": model_name, "weights": self.model(model_name).fingerprint,
+                "data": self.data_key, "dtype": self.dtype, **extra}
+
+    # ------------------------------------------------------------------ analyses
+    def geometry(self, model_name: str) -> dict[str, pd.DataFrame]:
+        loaded = self.model(model_name)
+        return cached_tables(
+            "geometry", self._key(model_name),
+            lambda: geometry_tables(loaded.model, self.data(model_name), self.pass_config,
+                                    desc=f"{model_name} geometry"),
+            refresh=self.refresh)
+
+    def pe_scaling(self, model_name: str) -> dict[str, pd.DataFrame]:
+        loaded = self.model(model_name)
+        return cached_tables(
+            "pe-scaling", self._key(model_name, alphas=list(self.pe_alphas)),
+            lambda: pe_scaling_tables(loaded.model, self.data(model_name), self.pe_alphas,
+                                      self.pass_config),
+            refresh=self.refresh)
+
+    def collect(self, analysis: str, table: str) -> pd.DataFrame:
+        """One table of one analysis for every model, stacked with a ``model`` column."""
+        frames = []
+        for name in self.models:
+            frame = getattr(self, analysis)(name)[table].copy()
+            frame.insert(0, "model", name)
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+
+    def describe(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("refresh", "progress")}
