@@ -52,7 +52,7 @@ phases = phase_table(per_layer)
 # tokens after the positional encoding is added. The dashed line is the floor $-1/(N-1)$ of
 # per-image centering.
 
-# %% mystnb={"figure": {"caption": "F1. Centered (top) and raw (bottom) token similarity per layer, every model, against absolute and normalized depth. Dashed: the centering floor -1/(N-1).", "name": "fig-f1"}}
+# %% mystnb={"figure": {"caption": "Centered (top) and raw (bottom) token similarity per layer, every model, against absolute and normalized depth. Dashed: the centering floor -1/(N-1).", "name": "fig-f1"}}
 import matplotlib.pyplot as plt
 
 fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex="col")
@@ -77,13 +77,12 @@ plt.show()
 # %%
 t2 = phases[["model", "blocks", "plateau_start", "climb_start", "plateau_length",
              "plateau_fraction", "climb_length", "cliff_slope", "plateau_slope", "climb_slope"]]
-plotting.myst_table(t2, "T2. Phase boundaries and Plateau length per model (three-piece "
+plotting.myst_table(t2, "Phase boundaries and Plateau length per model (three-piece "
                     "piecewise-linear fit of the centered similarity).", "tab-t2")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(per_layer.pivot(index="layer", columns="model", values="centered_similarity")
-      .loc[per_layer.layer.unique()].round(4).to_string())
+print(plotting.by_layer(per_layer, "centered_similarity", study.models).round(4).to_string())
 
 # %% [markdown]
 # ## The Cliff beside the paper
@@ -108,7 +107,7 @@ for model, frame in per_layer.groupby("model", sort=False):
                  "S(raw) paper": before_after[0] if before_after else "n/r",
                  "S(pe) paper": before_after[1] if before_after else "n/r"})
 t3 = pd.DataFrame(rows)
-plotting.myst_table(t3, "T3. The Cliff: centered similarity before and after the positional "
+plotting.myst_table(t3, "The Cliff: centered similarity before and after the positional "
                     "encoding, ours beside the paper's (n/r = not reported).", "tab-t3")
 
 # %% [markdown]

@@ -12,7 +12,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .capture import ViTLayout, patch_positional_embedding, scaled_positional_encoding, trace, vit_layout
 from .metrics import FiniteCheck, TokenGeometry, Top1, pe_dominance_ratio

@@ -1,8 +1,19 @@
-"""The ``vitphase`` command: ``zoo train``, ``zoo ship``, ``zoo verify``, ``book``, ``bench``."""
+"""The ``vitphase`` command.
+
+  vitphase zoo train [--model mini-b ...]   train (or resume) zoo models
+  vitphase zoo ensure                       train the default zoo models that are not shipped
+  vitphase zoo ship --model ...             copy finished runs into zoo/ with a manifest
+  vitphase zoo verify                       check the shipped checkpoints' sha256
+  vitphase book [--profile P] [--only 02]   execute the chapters with papermill, build the book
+  vitphase notebooks                        write the .ipynb paired with each jupytext source
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+DEFAULT_ZOO = ["mini-s", "mini-b", "mini-l"]
 
 
 def _zoo_train(args: argparse.Namespace) -> int:
@@ -11,7 +22,7 @@ def _zoo_train(args: argparse.Namespace) -> int:
     from .train import Trainer
     from .zoo import ZOO_TRAINING, training_dir
 
-    names = args.model or ["mini-s", "mini-b", "mini-l"]
+    names = args.model or DEFAULT_ZOO
     unknown = [n for n in names if n not in ALL_MINI_CONFIGS]
     if unknown:
         print(f"unknown zoo model(s) {unknown}; choose from {sorted(ALL_MINI_CONFIGS)}", file=sys.stderr)
@@ -27,15 +38,89 @@ def _zoo_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_ensure(args: argparse.Namespace) -> int:
+    import json
+
+    from .zoo import SHIPPED_ZOO_DIR
+    manifest = SHIPPED_ZOO_DIR / "manifest.json"
+    shipped = json.loads(manifest.read_text())["models"] if manifest.is_file() else {}
+    missing = [name for name in DEFAULT_ZOO if name not in shipped]
+    if not missing:
+        return 0
+    print(f"zoo: {missing} not shipped in zoo/; training them (resumable, see README 'Mini zoo')")
+    return _zoo_train(argparse.Namespace(model=missing, quiet=args.quiet))
+
+
+def _zoo_ship(args: argparse.Namespace) -> int:
+    from .zoo import ship
+    manifest = ship(args.model)
+    for name in args.model:
+        entry = manifest["models"][name]
+        print(f"{name}: shipped {len(entry['snapshots'])} checkpoints, test top-1 {entry['test_top1']:.2f}%")
+    return 0
+
+
+def _zoo_verify(args: argparse.Namespace) -> int:
+    from .zoo import verify
+    problems = verify()
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print("zoo: all shipped checkpoints verified" if not problems else f"zoo: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def _book(args: argparse.Namespace) -> int:
+    from .pipeline import CHAPTERS_DIR, build_book
+    index = build_book(args.profile, only=args.only, html=not args.no_html,
+                       output_dir=Path(args.output) if args.output else CHAPTERS_DIR)
+    print(f"book: {index}")
+    return 0
+
+
+def _notebooks(args: argparse.Namespace) -> int:
+    from .pipeline import generate_ipynb, notebook_sources
+    for source in notebook_sources():
+        print(generate_ipynb(source))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+    return bench_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vitphase", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vitphase", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+
     zoo = commands.add_parser("zoo", help="train, ship and verify the mini zoo")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
     train = zoo_commands.add_parser("train", help="train (or resume) zoo models")
     train.add_argument("--model", nargs="+", help="mini-s, mini-b, mini-l (default: all three)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_zoo_train)
+    ensure = zoo_commands.add_parser("ensure", help="train the default zoo models not shipped")
+    ensure.add_argument("--quiet", action="store_true")
+    ensure.set_defaults(func=_zoo_ensure)
+    ship = zoo_commands.add_parser("ship", help="copy finished runs into zoo/")
+    ship.add_argument("--model", nargs="+", required=True)
+    ship.set_defaults(func=_zoo_ship)
+    zoo_commands.add_parser("verify", help="check the shipped checkpoints").set_defaults(func=_zoo_verify)
+
+    book = commands.add_parser("book", help="execute the chapters and build the book")
+    book.add_argument("--profile", default="default", help="smoke, default or paper")
+    book.add_argument("--only", nargs="+", help="chapters whose file name contains these")
+    book.add_argument("--no-html", action="store_true", help="execute the notebooks only")
+    book.add_argument("--output", help="folder for the executed notebooks (default book/chapters)")
+    book.set_defaults(func=_book)
+
+    commands.add_parser("notebooks", help="write the paired .ipynb files").set_defaults(func=_notebooks)
+
+    bench = commands.add_parser("bench", help="capture overhead and memory benchmark")
+    bench.add_argument("--quick", action="store_true", help="fewer images (a smoke run)")
+    bench.set_defaults(func=_bench)
+
     args = parser.parse_args(argv)
     return args.func(args)
 

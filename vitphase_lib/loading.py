@@ -91,7 +91,8 @@ def _train_tiny(name: str) -> None:
     from .data import load_fashion_mnist
     from .train import Trainer
     trainer = Trainer(ALL_MINI_CONFIGS[name], ZOO_TRAINING[name], load_fashion_mnist("train"),
-                      load_fashion_mnist("test"), training_dir(name), progress=False)
+                      load_fashion_mnist("test"), training_dir(name), progress=False,
+                      restart_if_changed=True)
     trainer.run()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 import papermill
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -55,11 +55,12 @@ def execute_chapter(source: Path, profile: str, output_dir: Path = CHAPTERS_DIR,
     return output
 
 
-def build_book(profile: str, only: list[str] | None = None, html: bool = True) -> Path:
+def build_book(profile: str, only: list[str] | None = None, html: bool = True,
+               output_dir: Path = CHAPTERS_DIR) -> Path:
     sources = [s for s in notebook_sources() if not only or any(o in s.stem for o in only)]
     for source in tqdm(sources, desc=f"chapters ({profile} profile)", unit="chapter"):
         tqdm.write(f"executing {source.name}")
-        execute_chapter(source, profile)
+        execute_chapter(source, profile, output_dir)
     if html:
         subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO_ROOT),
                         "--builder", "html", "-W", "-n", "--keep-going"], check=True, cwd=REPO_ROOT)

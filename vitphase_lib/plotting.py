@@ -1,14 +1,11 @@
 """Plotting and table helpers shared by the chapters (seaborn / matplotlib, MyST tables)."""
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from IPython.display import Markdown  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from IPython.display import Markdown
 
 sns.set_theme(context="notebook", style="whitegrid")
 
@@ -62,3 +59,15 @@ def verdict(holds: bool | None) -> str:
 
 def fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+
+
+def layer_order(layers) -> list[str]:
+    """Layer names in network order: raw, pe, 1..L, head."""
+    rank = {"raw": -2, "pe": -1, "head": 10**9}
+    return sorted(set(layers), key=lambda layer: rank[layer] if layer in rank else int(layer))
+
+
+def by_layer(per_layer: pd.DataFrame, value: str, models) -> pd.DataFrame:
+    """A layer x model table of one per-layer value, in network order."""
+    table = per_layer.pivot(index="layer", columns="model", values=value)
+    return table.loc[layer_order(table.index), list(models)]

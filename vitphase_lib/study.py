@@ -154,5 +154,47 @@ class Study:
             frames.append(frame)
         return pd.concat(frames, ignore_index=True)
 
+    # ------------------------------------------------------------------ models chapter
+    def model_inventory(self) -> pd.DataFrame:
+        """T1: architecture and test top-1 per model. Zoo checkpoints are re-evaluated on the
+        Fashion-MNIST test images their recorded top-1 was measured on, and must match it."""
+        from .models import count_parameters
+        from .train import evaluate_top1
+        from .zoo import training_record
+        rows = []
+        for name in self.models:
+            loaded = self.model(name)
+            vit = loaded.model
+            row = {"model": name, "depth": len(vit.blocks), "width": vit.embed_dim,
+                   "heads": vit.blocks[0].attn.num_heads, "patch": vit.patch_embed.patch_size[0],
+                   "tokens": vit.patch_embed.num_patches + vit.num_prefix_tokens,
+                   "parameters": count_parameters(vit), "source": loaded.source}
+            if loaded.kind == "zoo":
+                record = training_record(name)
+                snapshot = next(s for s in record["snapshots"] if s["sha256"] == loaded.fingerprint)
+                n_test = record["train"].get("n_test")
+                test = self._fashion_test if n_test is None else self._fashion_test.subset(range(n_test))
+                measured = evaluate_top1(vit, test)
+                if measured != snapshot["test_top1"]:
+                    raise RuntimeError(f"{name}: test top-1 re-measured as {measured:.2f}% but the "
+                                       f"checkpoint was recorded at {snapshot['test_top1']:.2f}%; "
+                                       "the weights or the data changed.")
+                row.update(test_images=len(test), test_top1=measured,
+                           recorded_top1=snapshot["test_top1"],
+                           trained_fraction=snapshot["fraction"])
+            else:
+                summary = self.geometry(name)["summary"]
+                row.update(test_images=int(summary.images.iloc[0]), test_top1=float(summary.top1.iloc[0]),
+                           recorded_top1=float("nan"), trained_fraction=float("nan"))
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def training_curves(self) -> pd.DataFrame:
+        """Per-epoch training log of every zoo model of the study."""
+        from .zoo import training_record
+        frames = [pd.DataFrame(training_record(name)["log"]).assign(model=name)
+                  for name in self.models if self.model(name).kind == "zoo"]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
     def describe(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in ("refresh", "progress")}

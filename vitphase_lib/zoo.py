@@ -67,3 +67,76 @@ def load_weights_file(path: str | Path, config: MiniViTConfig,
     except RuntimeError as error:
         raise CheckpointError(f"checkpoint {path} does not fit model {config.name}: {error}") from error
     return model.eval()
+
+
+def training_record(name: str) -> dict:
+    """What is known of a zoo model's training: config, recipe, per-epoch log and snapshots
+    (each with the test top-1 measured on the stored weights), from the shipped manifest or, when
+    the model is not shipped, from its local training run."""
+    manifest_path = SHIPPED_ZOO_DIR / "manifest.json"
+    if manifest_path.is_file():
+        shipped = json.loads(manifest_path.read_text())["models"].get(name)
+        if shipped is not None:
+            return {**shipped, "origin": "shipped"}
+    state_path = training_dir(name) / "state.pt"
+    if not state_path.is_file():
+        raise CheckpointError(f"{name} is neither shipped nor trained locally "
+                              f"(no {state_path}); run `vitphase zoo train --model {name}`.")
+    return {**_local_record(name), "origin": "local"}
+
+
+def ship(names: list[str], target: Path = SHIPPED_ZOO_DIR) -> dict:
+    """Copy finished training runs' snapshots into ``zoo/`` and write ``zoo/manifest.json``."""
+    import shutil
+
+    from .data import load_fashion_mnist
+    from .io import atomic_write_json
+    target.mkdir(parents=True, exist_ok=True)
+    manifest_path = target / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
+    checksum = load_fashion_mnist("train").checksum
+    for name in names:
+        record = _local_record(name)
+        recipe = ZOO_TRAINING[name]
+        total_steps = -(-(recipe.n_train or 60_000) // recipe.batch_size) * recipe.epochs
+        if record["steps_done"] < total_steps:
+            raise RuntimeError(f"{name} has trained {record['steps_done']} of {total_steps} steps; "
+                               "finish it with `vitphase zoo train` before shipping")
+        for snapshot in record["snapshots"]:
+            source = training_dir(name) / snapshot["file"]
+            if sha256_file(source) != snapshot["sha256"]:
+                raise CheckpointError(f"{source} does not match its recorded sha256")
+            shutil.copyfile(source, target / snapshot["file"])
+        final = record["snapshots"][-1]
+        manifest["models"][name] = {
+            "config": record["config"], "train": record["train"], "seed": recipe.seed,
+            "data": {"dataset": "fashion-mnist", "train_sha256": checksum},
+            "epochs": recipe.epochs, "test_top1": final["test_top1"],
+            "train_seconds": record["train_seconds"], "log": record["log"],
+            "snapshots": [{k: s[k] for k in ("step", "epoch", "fraction", "file", "test_top1", "sha256")}
+                          for s in record["snapshots"]],
+            "steps_done": record["steps_done"]}
+    atomic_write_json(manifest, manifest_path)
+    return manifest
+
+
+def _local_record(name: str) -> dict:
+    state = torch.load(training_dir(name) / "state.pt", map_location="cpu", weights_only=False)["state"]
+    return {"config": ALL_MINI_CONFIGS[name].to_dict(), "train": ZOO_TRAINING[name].to_dict(),
+            "log": state["log"], "snapshots": state["snapshots"], "steps_done": state["step"],
+            "train_seconds": state["train_seconds"]}
+
+
+def verify(target: Path = SHIPPED_ZOO_DIR) -> list[str]:
+    """Check every shipped file against the manifest; returns the problems found."""
+    manifest_path = target / "manifest.json"
+    if not manifest_path.is_file():
+        return [f"{manifest_path} does not exist: no zoo is shipped"]
+    problems = []
+    for name, entry in json.loads(manifest_path.read_text())["models"].items():
+        for snapshot in entry["snapshots"]:
+            try:
+                load_weights_file(target / snapshot["file"], ALL_MINI_CONFIGS[name], snapshot["sha256"])
+            except CheckpointError as error:
+                problems.append(str(error))
+    return problems

@@ -76,15 +76,17 @@ def segment_phases(similarity: Sequence[float], layers: Sequence[str]) -> PhaseS
         rss=rss)
 
 
-def phase_table(per_layer: pd.DataFrame, column: str = "centered_similarity") -> pd.DataFrame:
-    """Segment every model of a stacked per-layer table (columns ``model``, ``layer``, ``column``)."""
+def phase_table(per_layer: pd.DataFrame, column: str = "centered_similarity",
+                by: Sequence[str] = ("model",)) -> pd.DataFrame:
+    """Segment every curve of a stacked per-layer table (columns ``by``, ``layer``, ``column``),
+    one row per group of ``by`` (e.g. per model, or per model and PE scale alpha)."""
     rows = []
-    for model, frame in per_layer.groupby("model", sort=False):
+    for keys, frame in per_layer.groupby(list(by), sort=False):
         frame = frame[frame.layer != "head"]
         seg = segment_phases(frame[column].to_numpy(), frame.layer.tolist())
         blocks = len(seg.layers) - 2
         rows.append({
-            "model": model, "blocks": blocks,
+            **dict(zip(by, keys)), "blocks": blocks,
             "plateau_start": seg.plateau_start, "climb_start": seg.climb_start,
             "plateau_length": seg.plateau_length, "climb_length": seg.climb_length,
             "plateau_fraction": seg.plateau_length / blocks,

@@ -1,0 +1,34 @@
+# vitphase — the two commands of the README are `make book` and `make test`.
+# Everything runs inside .venv, created on first use by scripts/bootstrap.sh.
+PROFILE ?= default
+VENV := .venv/bin
+.PHONY: setup book chapters notebooks zoo test smoke-notebooks bench clean
+
+setup:
+	@bash scripts/bootstrap.sh
+
+## book: the whole book on $(PROFILE) (default: the mini zoo on CPU) -> _build/html/index.html
+book: setup zoo
+	$(VENV)/vitphase book --profile $(PROFILE)
+
+## zoo: make sure every zoo model of the default profile is there (trains what is missing; resumable)
+zoo: setup
+	@if [ "$(PROFILE)" = "default" ]; then $(VENV)/vitphase zoo ensure; fi
+
+## notebooks: the .ipynb paired with every jupytext source, in build/notebooks/
+notebooks: setup
+	$(VENV)/vitphase notebooks
+
+## test: unit tests and the nbval regression of the smoke-profile chapters
+test: setup
+	$(VENV)/python -m pytest tests --nbval-lax --nbval-current-env -p no:cacheprovider
+
+## smoke-notebooks: re-record the smoke-profile chapters nbval compares against
+smoke-notebooks: setup
+	$(VENV)/vitphase book --profile smoke --no-html --output tests/notebooks
+
+bench: setup
+	$(VENV)/vitphase bench
+
+clean:
+	rm -rf _build build book/chapters
