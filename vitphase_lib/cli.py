@@ -73,7 +73,7 @@ def _book(args: argparse.Namespace) -> int:
     from .pipeline import CHAPTERS_DIR, build_book
     index = build_book(args.profile, only=args.only, html=not args.no_html,
                        output_dir=Path(args.output) if args.output else CHAPTERS_DIR)
-    print(f"book: {index}")
+    print(f"book: {index}" if not args.no_html else "chapters executed")
     return 0
 
 

@@ -1,0 +1,34 @@
+"""Notebook sources, their generated .ipynb, and the parameter-cell handling."""
+import nbformat
+
+from vitphase_lib.pipeline import generate_ipynb, hide_injected_parameters, notebook_sources
+
+
+def test_every_chapter_has_exactly_one_parameters_cell_with_profile(tmp_path):
+    sources = notebook_sources()
+    assert len(sources) >= 3
+    for source in sources:
+        notebook = nbformat.read(generate_ipynb(source, tmp_path), as_version=4)
+        tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, source.name
+        assert tagged[0].source.startswith('profile = "default"'), source.name
+
+
+def test_every_chapter_has_a_checked_output_cell(tmp_path):
+    for source in notebook_sources():
+        notebook = nbformat.read(generate_ipynb(source, tmp_path), as_version=4)
+        assert any(c.source.startswith("# NBVAL_CHECK_OUTPUT") for c in notebook.cells), source.name
+
+
+def test_injected_parameters_are_removed_and_parameters_folded(tmp_path):
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('profile = "default"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('profile = "smoke"', metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("x = 1")])
+    path = tmp_path / "n.ipynb"
+    nbformat.write(notebook, path)
+    hide_injected_parameters(path)
+    cells = nbformat.read(path, as_version=4).cells
+    assert cells[0].metadata.tags == ["parameters", "hide-cell"]
+    assert cells[1].metadata.tags == ["injected-parameters", "remove-cell"]
+    assert cells[2].metadata.get("tags", []) == []

@@ -1,0 +1,22 @@
+import pandas as pd
+
+from vitphase_lib.plotting import by_layer, layer_order, myst_table, with_depth_axes
+
+
+def test_layer_order_is_network_order():
+    assert layer_order(["head", "10", "2", "pe", "raw", "1"]) == ["raw", "pe", "1", "2", "10", "head"]
+
+
+def test_depth_axes_put_raw_before_pe_and_normalize_by_blocks():
+    frame = pd.DataFrame({"model": "m", "layer": ["raw", "pe", "1", "2", "head"], "v": range(5)})
+    out = with_depth_axes(frame)
+    assert out.block.tolist() == [-1.0, 0.0, 1.0, 2.0, 2.5]
+    assert out.normalized_depth.tolist() == [-0.5, 0.0, 0.5, 1.0, 1.25]
+
+
+def test_by_layer_and_myst_table():
+    frame = pd.DataFrame({"model": ["a", "a", "b", "b"], "layer": ["1", "raw"] * 2, "v": [1, 2, 3, 4]})
+    table = by_layer(frame, "v", ["b", "a"])
+    assert table.index.tolist() == ["raw", "1"] and table.columns.tolist() == ["b", "a"]
+    text = myst_table(frame, "Cap", "tab-x").data
+    assert text.startswith("```{table} Cap\n:name: tab-x\n") and "| model" in text
