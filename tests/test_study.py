@@ -54,3 +54,28 @@ def test_from_notebook_keeps_profile_values_for_none_and_applies_overrides():
 def test_alphas_are_floats_and_models_a_tuple():
     study = Study.from_profile("smoke", pe_alphas=[0, 1], models=["tiny-s"])
     assert study.pe_alphas == (0.0, 1.0) and study.models == ("tiny-s",)
+
+
+def test_paper_profile_runs_on_an_image_folder_with_random_init_vits(tmp_path):
+    from vitphase_lib.imagefolder import make_fake_imagenet_folder
+    folder = make_fake_imagenet_folder(tmp_path / "val", n_classes=3, per_class=4)
+    study = Study.from_profile("paper", dataset=str(folder), models=["vit_small_patch16_224"],
+                               pretrained=False, n_images=6, n_probe_fit=3, n_probe_score=3,
+                               batch_size=3, device="cpu", dtype="float32", num_workers=0,
+                               pe_alphas=[0.0, 1.0], progress=False)
+    tables = study.geometry("vit_small_patch16_224")
+    per_layer = tables["per_layer"]
+    assert per_layer.layer.tolist() == ["raw", "pe"] + [str(i) for i in range(1, 13)] + ["head"]
+    assert (per_layer.images == 6).all()
+    assert per_layer.centered_similarity.between(-1 / 195 - 1e-6, 1).all()
+    assert 0 < tables["summary"].pe_dominance_ratio.iloc[0] < 100
+    scaled = study.pe_scaling("vit_small_patch16_224")
+    assert sorted(scaled["top1"].alpha) == list(study.pe_alphas)
+
+
+def test_dataset_and_model_kinds_must_match(tmp_path):
+    study = Study.from_profile("smoke", models=["vit_small_patch16_224"], pretrained=False)
+    with pytest.raises(ValueError, match="ImageNet-style folder"):
+        study.evaluation_set("vit_small_patch16_224")
+    with pytest.raises(ValueError, match="dataset' is not set"):
+        Study.from_profile("paper", pretrained=False).evaluation_set("vit_small_patch16_224")

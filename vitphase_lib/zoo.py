@@ -32,9 +32,9 @@ def training_dir(name: str) -> Path:
 
 # The recipe of each zoo model. Epoch counts fit the 4-hour CPU budget (README, "Mini zoo").
 ZOO_TRAINING: dict[str, TrainConfig] = {
-    "mini-s": TrainConfig(epochs=12, lr=1e-3),
-    "mini-b": TrainConfig(epochs=10, lr=1e-3),
-    "mini-l": TrainConfig(epochs=7, lr=6e-4),
+    "mini-s": TrainConfig(epochs=15, batch_size=128, lr=2e-3, crop_padding=1),
+    "mini-b": TrainConfig(epochs=12, batch_size=128, lr=2e-3, crop_padding=1),
+    "mini-l": TrainConfig(epochs=7, batch_size=128, lr=1e-3, crop_padding=1),
     # the smoke profile's tiny zoo: 3 000 images, a few seconds each
     **{name: TrainConfig(epochs=3, batch_size=64, lr=2e-3, n_train=3000, n_test=1000,
                          warmup_epochs=0.3, snapshot_fractions=(1.0,), threads=1)

@@ -1,0 +1,513 @@
+"""``vitphase bench``: what the streaming capture costs, in time and in memory.
+
+Two questions, each with a target:
+
+* **Time.** How much slower is :func:`vitphase_lib.analysis.run_pass` (capture hooks, the
+  unfused attention path, every streaming metric) than a plain ``model(x)`` under
+  ``torch.inference_mode`` with timm's default (fused) attention? Target: capture / plain
+  <= 1.3x. Both run over the *same* images (a ``TensorDataset`` of random images) through the
+  same ``DataLoader`` (:func:`vitphase_lib.analysis.make_loader`, same batch size), so the only
+  difference is the capture. The variants are timed *interleaved*: after one warm-up pass of each,
+  every repetition runs each variant once (the order alternates between repetitions), and the
+  median over repetitions is reported. Interleaving matters on a shared machine: background load
+  that comes and goes hits every variant alike. The full run also times two diagnostic variants
+  that split the overhead: ``plain, unfused`` (plain forward with ``fused_attn = False``, i.e.
+  the price of exposing the attention weights) and ``capture, no attn`` (``run_pass`` with
+  ``attention=False``: hooks + token metrics, fused attention).
+
+* **Memory.** Is the pass's peak memory flat in the number of images? Each measurement runs in a
+  fresh subprocess (``python -c``) that builds the model, streams ``n`` images through
+  ``run_pass`` with every accumulator and reports ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
+  (the child's peak RSS) and, on CUDA, ``torch.cuda.max_memory_allocated``. The images of the
+  memory runs are generated on the fly from their index (:class:`RandomImages`), so the data set
+  itself takes no memory and only the pass can make the peak grow. Target: mem(4n) / mem(n)
+  <= 1.1x. The peak RSS includes the interpreter, torch and the model, which dilutes the ratio,
+  so the table also prints the pass's own increment (peak minus the peak before the pass) and
+  the difference between 4n and n in MB.
+
+The accumulators come from :func:`accumulator_classes`, which discovers every concrete
+:class:`~vitphase_lib.metrics.base.Accumulator` subclass exported by :mod:`vitphase_lib.metrics`
+that implements a sink callback, so a new metric is benchmarked as soon as it is exported.
+
+The device is read from the environment variable ``VITPHASE_DEVICE`` (default ``cpu``); the
+``vitphase bench`` command has no ``--device`` option. The torch thread count is left as it is.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Iterator, Sequence
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+TIME_TARGET = 1.3     # capture / plain
+MEMORY_TARGET = 1.1   # peak(4n) / peak(n)
+SINK_CALLBACKS = ("on_tokens", "on_attention", "on_logits")
+# added by run_pass to every pass on its own; benchmarking it again would count it twice
+ALWAYS_ON = ("FiniteCheck",)
+
+PLAIN, CAPTURE = "plain", "capture"
+PLAIN_UNFUSED, CAPTURE_NO_ATTN = "plain, unfused", "capture, no attn"
+DIAGNOSTIC_VARIANTS = (PLAIN, PLAIN_UNFUSED, CAPTURE_NO_ATTN, CAPTURE)
+
+
+# --------------------------------------------------------------------------- accumulators
+def accumulator_classes() -> list[type]:
+    """Every concrete accumulator exported by :mod:`vitphase_lib.metrics`, sorted by name.
+
+    A class qualifies if it is a proper subclass of ``metrics.base.Accumulator``, overrides at
+    least one sink callback (``on_tokens``, ``on_attention``, ``on_logits``) and is not one that
+    ``run_pass`` always adds itself (``FiniteCheck``).
+    """
+    from . import metrics
+    from .metrics.base import Accumulator
+
+    found = {}
+    for name in getattr(metrics, "__all__", dir(metrics)):
+        obj = getattr(metrics, name, None)
+        if not (inspect.isclass(obj) and issubclass(obj, Accumulator) and obj is not Accumulator):
+            continue
+        if inspect.isabstract(obj) or obj.__name__ in ALWAYS_ON:
+            continue
+        if any(getattr(obj, cb) is not getattr(Accumulator, cb) for cb in SINK_CALLBACKS):
+            found[obj.__name__] = obj
+    return [found[name] for name in sorted(found)]
+
+
+def make_accumulators(model: torch.nn.Module) -> list:
+    from .capture import vit_layout
+    layout = vit_layout(model)
+    return [cls(layout) for cls in accumulator_classes()]
+
+
+# --------------------------------------------------------------------------- models and data
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to benchmark, serialisable so that a subprocess can rebuild it.
+
+    ``kind`` is ``"mini"`` (``arch`` is a :class:`~vitphase_lib.models.MiniViTConfig` as a dict)
+    or ``"timm"`` (``arch`` is a timm model name, built with ``pretrained=False``).
+    """
+
+    label: str
+    kind: str
+    arch: str | dict
+    channels: int
+    img_size: int
+    batch_size: int
+
+    @classmethod
+    def mini(cls, config, batch_size: int, label: str | None = None) -> "ModelSpec":
+        return cls(label or config.name, "mini", config.to_dict(), config.in_chans,
+                   config.img_size, batch_size)
+
+    @classmethod
+    def timm(cls, name: str, batch_size: int, label: str | None = None, channels: int = 3,
+             img_size: int = 224) -> "ModelSpec":
+        return cls(label or name, "timm", name, channels, img_size, batch_size)
+
+    def build(self) -> torch.nn.Module:
+        torch.manual_seed(0)
+        if self.kind == "mini":
+            from .models import MiniViTConfig, build_mini_vit
+            return build_mini_vit(MiniViTConfig(**self.arch)).eval()
+        if self.kind == "timm":
+            import timm
+            return timm.create_model(self.arch, pretrained=False).eval()
+        raise ValueError(f"unknown model kind {self.kind!r} (mini or timm)")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelSpec":
+        return cls(**json.loads(text))
+
+
+def random_images(n: int, channels: int, size: int, seed: int = 0,
+                  num_classes: int = 10) -> TensorDataset:
+    """``n`` standard-normal images with random labels, held in memory."""
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, channels, size, size, generator=g),
+                         torch.randint(0, num_classes, (n,), generator=g))
+
+
+class RandomImages(Dataset):
+    """``n`` random images generated from their index on access: O(1) memory in ``n``."""
+
+    def __init__(self, n: int, channels: int, size: int, seed: int = 0, num_classes: int = 10):
+        self.n, self.shape, self.seed, self.num_classes = n, (channels, size, size), seed, num_classes
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        return torch.randn(self.shape, generator=g), int(torch.randint(0, self.num_classes, (), generator=g))
+
+
+def bench_device() -> str:
+    return os.environ.get("VITPHASE_DEVICE", "cpu")
+
+
+# --------------------------------------------------------------------------- timing
+@dataclass
+class TimingResult:
+    model: str
+    images: int
+    batch_size: int
+    repeats: int
+    device: str
+    accumulators: list[str]
+    seconds: dict[str, list[float]] = field(default_factory=dict)  # variant -> one per repeat
+
+    def median(self, variant: str) -> float:
+        return statistics.median(self.seconds[variant])
+
+    @property
+    def plain(self) -> float:
+        return self.median(PLAIN)
+
+    @property
+    def capture(self) -> float:
+        return self.median(CAPTURE)
+
+    @property
+    def ratio(self) -> float:
+        """median(capture) / median(plain)."""
+        return self.capture / self.plain
+
+    @property
+    def paired_ratios(self) -> list[float]:
+        """capture / plain within each repetition (shows how noisy the machine was)."""
+        return [c / p for c, p in zip(self.seconds[CAPTURE], self.seconds[PLAIN])]
+
+    @property
+    def passed(self) -> bool:
+        return self.ratio <= TIME_TARGET
+
+
+@contextmanager
+def _unfused(model: torch.nn.Module) -> Iterator[None]:
+    flags = [block.attn.fused_attn for block in model.blocks]
+    try:
+        for block in model.blocks:
+            block.attn.fused_attn = False
+        yield
+    finally:
+        for block, flag in zip(model.blocks, flags):
+            block.attn.fused_attn = flag
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _plain_pass(model: torch.nn.Module, dataset: Dataset, config) -> None:
+    """What ``run_pass`` does minus the capture: same loader, same device copies, same autocast."""
+    from .analysis import DTYPES, make_loader
+    device = torch.device(config.device)
+    autocast = torch.autocast(device.type, dtype=DTYPES[config.dtype], enabled=config.dtype != "float32")
+    with torch.inference_mode():
+        for images, labels in make_loader(dataset, config):
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            with autocast:
+                model(images)
+
+
+def _run_variant(variant: str, model: torch.nn.Module, dataset: Dataset, config) -> float:
+    from .analysis import run_pass
+    device = torch.device(config.device)
+    _sync(device)
+    start = time.perf_counter()
+    if variant == PLAIN:
+        _plain_pass(model, dataset, config)
+    elif variant == PLAIN_UNFUSED:
+        with _unfused(model):
+            _plain_pass(model, dataset, config)
+    elif variant in (CAPTURE, CAPTURE_NO_ATTN):
+        # fresh accumulators every time: building them is part of a real pass
+        run_pass(model, dataset, make_accumulators(model), config,
+                 attention=variant == CAPTURE, desc="bench")
+    else:
+        raise ValueError(f"unknown variant {variant!r}")
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def time_passes(model: torch.nn.Module, dataset: Dataset, batch_size: int, repeats: int,
+                device: str = "cpu", variants: Sequence[str] = (PLAIN, CAPTURE),
+                warmup: int = 1, label: str = "model") -> TimingResult:
+    """Interleaved timing of ``variants`` over ``dataset`` (see the module docstring)."""
+    from .analysis import PassConfig
+    if PLAIN not in variants or CAPTURE not in variants:
+        raise ValueError(f"variants must include {PLAIN!r} and {CAPTURE!r}, got {list(variants)}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    config = PassConfig(batch_size=batch_size, device=device, progress=False)
+    model = model.to(device).eval()
+    for _ in range(warmup):
+        for variant in variants:
+            _run_variant(variant, model, dataset, config)
+    seconds: dict[str, list[float]] = {v: [] for v in variants}
+    for rep in range(repeats):
+        order = list(variants) if rep % 2 == 0 else list(reversed(variants))
+        for variant in order:
+            seconds[variant].append(_run_variant(variant, model, dataset, config))
+    return TimingResult(model=label, images=len(dataset), batch_size=batch_size, repeats=repeats,
+                        device=device, accumulators=[c.__name__ for c in accumulator_classes()],
+                        seconds=seconds)
+
+
+# --------------------------------------------------------------------------- memory
+@dataclass
+class MemoryResult:
+    images: int
+    peak_rss_mb: float          # ru_maxrss of the child at the end
+    before_pass_rss_mb: float   # ru_maxrss of the child just before the pass (model built)
+    cuda_peak_mb: float | None  # torch.cuda.max_memory_allocated during the pass, on CUDA
+    seconds: float
+
+    @property
+    def pass_increment_mb(self) -> float:
+        return self.peak_rss_mb - self.before_pass_rss_mb
+
+
+@dataclass
+class MemoryScaling:
+    model: str
+    device: str
+    batch_size: int
+    small: MemoryResult  # n images
+    large: MemoryResult  # 4n images
+
+    @property
+    def ratio(self) -> float:
+        """peak(4n) / peak(n): CUDA peak allocation on CUDA, peak RSS otherwise."""
+        if self.small.cuda_peak_mb is not None and self.large.cuda_peak_mb is not None:
+            return self.large.cuda_peak_mb / self.small.cuda_peak_mb
+        return self.large.peak_rss_mb / self.small.peak_rss_mb
+
+    @property
+    def rss_ratio(self) -> float:
+        return self.large.peak_rss_mb / self.small.peak_rss_mb
+
+    @property
+    def passed(self) -> bool:
+        return self.ratio <= MEMORY_TARGET
+
+
+def _maxrss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def _memory_child(spec_json: str, images: int, device: str) -> dict:
+    """Runs in the fresh subprocess: one streaming pass, then the peaks."""
+    from .analysis import PassConfig, run_pass
+    spec = ModelSpec.from_json(spec_json)
+    model = spec.build().to(device)
+    accumulators = make_accumulators(model)
+    dataset = RandomImages(images, spec.channels, spec.img_size)
+    config = PassConfig(batch_size=spec.batch_size, device=device, progress=False)
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    before = _maxrss_mb()
+    start = time.perf_counter()
+    run_pass(model, dataset, accumulators, config, attention=True, desc="bench-memory")
+    for accumulator in accumulators:  # read the results, as a real analysis would
+        accumulator.result()
+    if cuda:
+        torch.cuda.synchronize()
+    return {"images": images, "peak_rss_mb": _maxrss_mb(), "before_pass_rss_mb": before,
+            "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+            "seconds": time.perf_counter() - start}
+
+
+_CHILD_CODE = ("import json, sys; from vitphase_lib.bench import _memory_child; "
+               "print('VITPHASE-BENCH ' + json.dumps(_memory_child(sys.argv[1], int(sys.argv[2]), sys.argv[3])))")
+
+
+def _start_child(spec: ModelSpec, images: int, device: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _CHILD_CODE, spec.to_json(), str(images), device],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish_child(proc: subprocess.Popen, timeout: float) -> MemoryResult:
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    lines = [line for line in stdout.splitlines() if line.startswith("VITPHASE-BENCH ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"memory benchmark subprocess failed (exit {proc.returncode}):\n"
+                           f"{stderr[-3000:]}")
+    return MemoryResult(**json.loads(lines[-1][len("VITPHASE-BENCH "):]))
+
+
+def measure_memory(spec: ModelSpec, images: int, device: str = "cpu", timeout: float = 1800) -> MemoryResult:
+    """Peak memory of one streaming pass over ``images`` images, in a fresh Python process."""
+    return _finish_child(_start_child(spec, images, device), timeout)
+
+
+def memory_scaling(spec: ModelSpec, n: int, device: str = "cpu", parallel: bool = False,
+                   timeout: float = 1800) -> MemoryScaling:
+    """Peak memory at ``n`` and ``4 n`` images, each in its own fresh subprocess.
+
+    With ``parallel`` the two children run at the same time: the peaks are per process, so only
+    their wall-clock ``seconds`` change (used by the tests to save time).
+    """
+    if parallel:
+        procs = [_start_child(spec, n, device), _start_child(spec, 4 * n, device)]
+        small, large = [_finish_child(p, timeout) for p in procs]
+    else:
+        small, large = measure_memory(spec, n, device, timeout), measure_memory(spec, 4 * n, device, timeout)
+    return MemoryScaling(model=spec.label, device=device, batch_size=spec.batch_size,
+                         small=small, large=large)
+
+
+# --------------------------------------------------------------------------- the benchmark
+@dataclass(frozen=True)
+class BenchCase:
+    spec: ModelSpec
+    timing_images: int
+    memory_n: int             # memory at memory_n and 4 * memory_n images
+    memory_batch: int | None = None  # batch size of the memory runs (default: spec.batch_size)
+
+    @property
+    def memory_spec(self) -> ModelSpec:
+        if self.memory_batch is None:
+            return self.spec
+        return replace(self.spec, batch_size=self.memory_batch)
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    cases: tuple[BenchCase, ...]
+    repeats: int
+    variants: tuple[str, ...]
+
+
+def default_plan(quick: bool) -> BenchPlan:
+    """Full: 5 interleaved repeats of 4 variants, memory at the batch size of the timing.
+    Quick (a smoke run, < 1 min on two busy cores): 2 repeats of plain and capture, memory
+    with smaller batches (n is still a whole number of batches, so 4n only adds batches)."""
+    from .models import MINI_ZOO
+    if quick:
+        return BenchPlan(cases=(
+            BenchCase(ModelSpec.mini(MINI_ZOO["mini-b"], batch_size=250), timing_images=250,
+                      memory_n=50, memory_batch=50),
+            BenchCase(ModelSpec.timm("vit_base_patch16_224", batch_size=2, label="ViT-B/16"),
+                      timing_images=2, memory_n=1, memory_batch=1),
+        ), repeats=2, variants=(PLAIN, CAPTURE))
+    return BenchPlan(cases=(
+        BenchCase(ModelSpec.mini(MINI_ZOO["mini-b"], batch_size=250), timing_images=1000, memory_n=500),
+        BenchCase(ModelSpec.timm("vit_base_patch16_224", batch_size=8, label="ViT-B/16"),
+                  timing_images=16, memory_n=16),
+    ), repeats=5, variants=DIAGNOSTIC_VARIANTS)
+
+
+@dataclass
+class BenchReport:
+    device: str
+    threads: int
+    timings: list[TimingResult]
+    memory: list[MemoryScaling]
+    seconds: float
+
+
+def run_benchmark(plan: BenchPlan, device: str = "cpu", log=print) -> BenchReport:
+    start = time.perf_counter()
+    timings, memory = [], []
+    for case in plan.cases:
+        spec = case.spec
+        log(f"[bench] {spec.label}: timing {len(plan.variants)} variants x {plan.repeats} repeats "
+            f"over {case.timing_images} images, batch {spec.batch_size} ...")
+        model = spec.build()
+        dataset = random_images(case.timing_images, spec.channels, spec.img_size)
+        timings.append(time_passes(model, dataset, spec.batch_size, plan.repeats, device,
+                                   plan.variants, label=spec.label))
+        del model, dataset
+        log(f"[bench] {spec.label}: peak memory at {case.memory_n} and {4 * case.memory_n} images, "
+            f"batch {case.memory_spec.batch_size} (fresh subprocesses) ...")
+        memory.append(memory_scaling(case.memory_spec, case.memory_n, device))
+    return BenchReport(device=device, threads=torch.get_num_threads(), timings=timings,
+                       memory=memory, seconds=time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- output
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def format_report(report: BenchReport) -> str:
+    out = [f"vitphase bench: device {report.device}, {report.threads} torch threads, "
+           f"accumulators {', '.join(report.timings[0].accumulators) if report.timings else '-'} "
+           "(+ FiniteCheck, always on)", ""]
+    out.append(f"Time per pass, median of interleaved repeats (target capture/plain <= {TIME_TARGET}x)")
+    rows = []
+    for t in report.timings:
+        paired = t.paired_ratios
+        rows.append([t.model, str(t.images), str(t.batch_size), str(t.repeats),
+                     f"{t.plain * 1e3:.0f} ms", f"{t.capture * 1e3:.0f} ms",
+                     f"{t.ratio:.2f}x", f"{min(paired):.2f}-{max(paired):.2f}x", _verdict(t.passed)])
+    out.append(_table(["model", "images", "batch", "reps", "plain", "capture", "ratio",
+                       "paired range", "<=1.3x"], rows))
+    extra = [t for t in report.timings if set(t.seconds) - {PLAIN, CAPTURE}]
+    if extra:
+        out += ["", "Where the overhead goes (medians; ratios to plain)"]
+        variants = [v for v in DIAGNOSTIC_VARIANTS if all(v in t.seconds for t in extra)]
+        rows = [[t.model, *[f"{t.median(v) * 1e3:.0f} ms ({t.median(v) / t.plain:.2f}x)" for v in variants]]
+                for t in extra]
+        out.append(_table(["model", *variants], rows))
+    out += ["", f"Peak memory of the streaming pass, fresh subprocess each (target flat in n: "
+                f"mem(4n)/mem(n) <= {MEMORY_TARGET}x)"]
+    rows = []
+    for m in report.memory:
+        row = [m.model, f"{m.small.images} / {m.large.images}", str(m.batch_size),
+               f"{m.small.peak_rss_mb:.0f} / {m.large.peak_rss_mb:.0f} MB",
+               f"{m.small.pass_increment_mb:.0f} / {m.large.pass_increment_mb:.0f} MB",
+               f"{m.large.peak_rss_mb - m.small.peak_rss_mb:+.0f} MB"]
+        if m.small.cuda_peak_mb is not None:
+            row.append(f"{m.small.cuda_peak_mb:.0f} / {m.large.cuda_peak_mb:.0f} MB")
+        rows.append(row + [f"{m.ratio:.3f}x", _verdict(m.passed)])
+    headers = ["model", "n / 4n", "batch", "peak RSS", "pass increment", "4n - n"]
+    if any(m.small.cuda_peak_mb is not None for m in report.memory):
+        headers.append("CUDA peak")
+    out.append(_table(headers + ["ratio", "<=1.1x"], rows))
+    out += ["", f"({report.seconds:.0f} s. Timings are wall clock on a possibly shared machine; "
+                "'paired range' is capture/plain within each repetition.)"]
+    return "\n".join(out)
+
+
+def main(args: argparse.Namespace) -> int:
+    device = bench_device()
+    plan = default_plan(bool(getattr(args, "quick", False)))
+    report = run_benchmark(plan, device, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(format_report(report))
+    return 0
