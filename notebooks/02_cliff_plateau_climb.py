@@ -40,7 +40,7 @@ from vitphase_lib.study import Study
 
 study = Study.from_notebook(profile, overrides, models=models, dataset=dataset, n_images=n_images,
                             device=device, dtype=dtype, batch_size=batch_size)
-per_layer = study.collect("geometry", "per_layer")
+per_layer = study.collect("analysis", "per_layer")
 phases = phase_table(per_layer)
 
 # %% [markdown]

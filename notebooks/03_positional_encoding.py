@@ -43,8 +43,8 @@ from vitphase_lib.study import Study
 
 study = Study.from_notebook(profile, overrides, models=models, dataset=dataset, n_images=n_images,
                             device=device, dtype=dtype, batch_size=batch_size)
-summary = study.collect("geometry", "summary")
-phases = phase_table(study.collect("geometry", "per_layer"))
+summary = study.collect("analysis", "summary")
+phases = phase_table(study.collect("analysis", "per_layer"))
 scaled_curves = study.collect("pe_scaling", "per_layer")
 scaled_top1 = study.collect("pe_scaling", "top1")
 

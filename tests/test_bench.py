@@ -1,6 +1,8 @@
 """The benchmark core (vitphase_lib.bench) on a tiny ViT: result structure, not speed."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -101,6 +103,8 @@ def test_memory_scaling_and_report(spec, timing):
         assert result.peak_rss_mb > 0 and result.before_pass_rss_mb > 0 and result.seconds > 0
         assert result.peak_rss_mb >= result.before_pass_rss_mb
         assert result.cuda_peak_mb is None  # CPU
+        assert result.ru_maxrss_mb > 0
+        assert result.peak_source == ("VmHWM" if os.path.exists("/proc/self/clear_refs") else "ru_maxrss")
     assert scaling.ratio == pytest.approx(scaling.large.peak_rss_mb / scaling.small.peak_rss_mb)
     assert scaling.passed == (scaling.ratio <= bench.MEMORY_TARGET)
 
@@ -111,3 +115,4 @@ def test_memory_scaling_and_report(spec, timing):
     assert f"{timing.ratio:.2f}x" in text and f"{scaling.ratio:.3f}x" in text
     assert text.count("PASS") + text.count("MISS") == 2
     assert "Where the overhead goes" in text
+    assert "ru_maxrss" in text

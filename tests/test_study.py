@@ -63,7 +63,7 @@ def test_paper_profile_runs_on_an_image_folder_with_random_init_vits(tmp_path):
                                pretrained=False, n_images=6, n_probe_fit=3, n_probe_score=3,
                                batch_size=3, device="cpu", dtype="float32", num_workers=0,
                                pe_alphas=[0.0, 1.0], progress=False)
-    tables = study.geometry("vit_small_patch16_224")
+    tables = study.analysis("vit_small_patch16_224")
     per_layer = tables["per_layer"]
     assert per_layer.layer.tolist() == ["raw", "pe"] + [str(i) for i in range(1, 13)] + ["head"]
     assert (per_layer.images == 6).all()
@@ -79,3 +79,6 @@ def test_dataset_and_model_kinds_must_match(tmp_path):
         study.evaluation_set("vit_small_patch16_224")
     with pytest.raises(ValueError, match="dataset' is not set"):
         Study.from_profile("paper", pretrained=False).evaluation_set("vit_small_patch16_224")
+    assert set(tables) == {"per_layer", "summary", "attention", "collapse"}
+    assert tables["attention"].block.tolist() == list(range(1, 13))
+    assert set(tables["collapse"].feature) == {"cls", "mean"}

@@ -1,3 +1,8 @@
 """vitphase: an executable reproduction of "Mechanisms of Non-Monotonic Scaling in Vision
 Transformers" (arXiv:2511.21635)."""
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# tqdm.auto (imported by dependencies) warns in notebooks without ipywidgets; the text bars are fine
+_warnings.filterwarnings("ignore", message="IProgress not found")

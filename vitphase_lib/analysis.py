@@ -76,13 +76,21 @@ def geometry_tables(model: torch.nn.Module, dataset: Dataset, config: PassConfig
     geometry, top1 = TokenGeometry(layout), Top1(layout)
     run_pass(model, dataset, [geometry, top1], config, attention=False, desc=desc)
     per_layer = geometry.result()
+    return {"per_layer": per_layer, "summary": _summary(model, layout, per_layer, top1)}
+
+
+def _summary(model, layout: ViTLayout, per_layer: pd.DataFrame, top1: Top1) -> pd.DataFrame:
+    """Top-1, the PE Dominance Ratio and the token layout of a model, one row."""
     summary = top1.result()
     raw_norm = float(per_layer.loc[per_layer.layer == "raw", "mean_token_norm"].iloc[0])
     if model.pos_embed is not None:
-        summary["pe_norm"] = float(patch_positional_embedding(model).detach().float().norm(dim=-1).mean())
+        pe = patch_positional_embedding(model).detach()
+        summary["pe_norm"] = float(pe.float().norm(dim=-1).mean())
         summary["raw_token_norm"] = raw_norm
-        summary["pe_dominance_ratio"] = pe_dominance_ratio(patch_positional_embedding(model).detach(), raw_norm)
-    return {"per_layer": per_layer, "summary": summary}
+        summary["pe_dominance_ratio"] = pe_dominance_ratio(pe, raw_norm)
+    summary["has_cls"] = layout.has_cls
+    summary["num_prefix_tokens"] = layout.num_prefix_tokens
+    return summary
 
 
 def pe_scaling_tables(model: torch.nn.Module, dataset: Dataset, alphas: Sequence[float],
@@ -95,3 +103,38 @@ def pe_scaling_tables(model: torch.nn.Module, dataset: Dataset, alphas: Sequence
         curves.append(tables["per_layer"].assign(alpha=float(alpha)))
         accuracy.append({"alpha": float(alpha), "top1": float(tables["summary"]["top1"].iloc[0])})
     return {"per_layer": pd.concat(curves, ignore_index=True), "top1": pd.DataFrame(accuracy)}
+
+
+def network_head(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The classifier as a linear map of the [CLS] token after the final norm, when the model
+    is token-pooled with nothing between that token and ``head`` (else None)."""
+    if (getattr(model, "global_pool", None) == "token" and isinstance(model.fc_norm, torch.nn.Identity)
+            and isinstance(model.head, torch.nn.Linear)):
+        return model.head.weight.detach(), model.head.bias.detach()
+    return None
+
+
+def full_analysis_tables(model: torch.nn.Module, analysis_set: Dataset, heldout_set: Dataset,
+                         num_classes: int, config: PassConfig, labels_match_head: bool = True,
+                         aci_max_images: int | None = None, desc: str = "analysis") -> dict[str, pd.DataFrame]:
+    """Every streaming metric of a model in one pass over ``analysis_set`` (token geometry, top-1,
+    attention graph, Neural Collapse moments), then the NC4 pass over ``heldout_set``."""
+    from .metrics.attention import AttentionGraph
+    from .metrics.collapse import CollapseMoments, NearestClassCenter, collapse_table
+
+    layout = vit_layout(model)
+    geometry, top1 = TokenGeometry(layout), Top1(layout)
+    attention = AttentionGraph(layout, aci_max_images=aci_max_images)
+    moments = CollapseMoments(layout, num_classes)
+    run_pass(model, analysis_set, [geometry, top1, attention, moments], config, desc=desc)
+
+    head = network_head(model) if labels_match_head else None
+    heads = {("head", "cls"): head} if head is not None and layout.has_cls else {}
+    collapse, class_geometry = collapse_table(moments, heads)
+    ncc = NearestClassCenter(layout, class_geometry)
+    run_pass(model, heldout_set, [ncc], config, attention=False, desc=f"{desc} (NC4)")
+    collapse = collapse.merge(ncc.result(), on=["layer", "feature"])
+
+    per_layer = geometry.result()
+    return {"per_layer": per_layer, "summary": _summary(model, layout, per_layer, top1),
+            "attention": attention.result(), "collapse": collapse}

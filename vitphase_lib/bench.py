@@ -17,13 +17,18 @@ Two questions, each with a target:
 
 * **Memory.** Is the pass's peak memory flat in the number of images? Each measurement runs in a
   fresh subprocess (``python -c``) that builds the model, streams ``n`` images through
-  ``run_pass`` with every accumulator and reports ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
-  (the child's peak RSS) and, on CUDA, ``torch.cuda.max_memory_allocated``. The images of the
-  memory runs are generated on the fly from their index (:class:`RandomImages`), so the data set
-  itself takes no memory and only the pass can make the peak grow. Target: mem(4n) / mem(n)
-  <= 1.1x. The peak RSS includes the interpreter, torch and the model, which dilutes the ratio,
-  so the table also prints the pass's own increment (peak minus the peak before the pass) and
-  the difference between 4n and n in MB.
+  ``run_pass`` with every accumulator and reports the child's peak RSS and, on CUDA,
+  ``torch.cuda.max_memory_allocated``. The child's ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
+  is reported as well, but on Linux it is *not* the child's own peak: exec carries the parent's
+  peak over (``signal->maxrss``), so a child of this (large) process reports at least the
+  parent's peak. The peak therefore comes from ``VmHWM`` in ``/proc/self/status``, reset to the
+  current RSS (``/proc/self/clear_refs``) once the model is built, just before the pass; where
+  /proc is missing, ``ru_maxrss`` is used. The images of the memory runs are generated on the fly
+  from their index (:class:`RandomImages`), so the data set itself takes no memory and only the
+  pass can make the peak grow. Target: mem(4n) / mem(n) <= 1.1x (CUDA peak on CUDA, peak RSS
+  otherwise). The peak RSS includes the interpreter, torch (about 1 GB with a CUDA build) and
+  the model, which dilutes the ratio, so the table also prints the pass's own increment (peak
+  minus the RSS before the pass) and the difference between 4n and n in MB.
 
 The accumulators come from :func:`accumulator_classes`, which discovers every concrete
 :class:`~vitphase_lib.metrics.base.Accumulator` subclass exported by :mod:`vitphase_lib.metrics`
@@ -117,14 +122,16 @@ class ModelSpec:
         return cls(label or name, "timm", name, channels, img_size, batch_size)
 
     def build(self) -> torch.nn.Module:
-        torch.manual_seed(0)
-        if self.kind == "mini":
-            from .models import MiniViTConfig, build_mini_vit
-            return build_mini_vit(MiniViTConfig(**self.arch)).eval()
-        if self.kind == "timm":
+        """The model with seed-0 random weights (the caller's RNG state is left alone)."""
+        if self.kind not in ("mini", "timm"):
+            raise ValueError(f"unknown model kind {self.kind!r} (mini or timm)")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            if self.kind == "mini":
+                from .models import MiniViTConfig, build_mini_vit
+                return build_mini_vit(MiniViTConfig(**self.arch)).eval()
             import timm
             return timm.create_model(self.arch, pretrained=False).eval()
-        raise ValueError(f"unknown model kind {self.kind!r} (mini or timm)")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -277,8 +284,10 @@ def time_passes(model: torch.nn.Module, dataset: Dataset, batch_size: int, repea
 @dataclass
 class MemoryResult:
     images: int
-    peak_rss_mb: float          # ru_maxrss of the child at the end
-    before_pass_rss_mb: float   # ru_maxrss of the child just before the pass (model built)
+    peak_rss_mb: float          # the child's peak RSS during the pass (see peak_source)
+    before_pass_rss_mb: float   # the child's RSS just before the pass (torch imported, model built)
+    ru_maxrss_mb: float         # resource.getrusage(RUSAGE_SELF).ru_maxrss at the end, as reported
+    peak_source: str            # "VmHWM" (Linux, peak reset before the pass) or "ru_maxrss"
     cuda_peak_mb: float | None  # torch.cuda.max_memory_allocated during the pass, on CUDA
     seconds: float
 
@@ -316,8 +325,37 @@ def _maxrss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
+def _proc_status_mb(field_name: str) -> float | None:
+    """VmRSS / VmHWM of this process from /proc/self/status (Linux), in MB."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _memory_child(spec_json: str, images: int, device: str) -> dict:
-    """Runs in the fresh subprocess: one streaming pass, then the peaks."""
+    """Runs in the fresh subprocess: one streaming pass, then the peaks.
+
+    ``ru_maxrss`` of a child started with fork/vfork + exec starts at the *parent's* peak (Linux
+    carries it over at exec in ``signal->maxrss``), so a child of a big benchmark process reports
+    the parent's peak. Where /proc is available the peak is therefore read from ``VmHWM``, which
+    belongs to the child's own address space and is reset to the current RSS just before the
+    pass; ``ru_maxrss`` is returned too.
+    """
     from .analysis import PassConfig, run_pass
     spec = ModelSpec.from_json(spec_json)
     model = spec.build().to(device)
@@ -328,16 +366,22 @@ def _memory_child(spec_json: str, images: int, device: str) -> dict:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    before = _maxrss_mb()
+    before = _proc_status_mb("VmRSS")
+    use_hwm = before is not None and _reset_peak_rss() and _proc_status_mb("VmHWM") is not None
+    if not use_hwm:
+        before = _maxrss_mb()
     start = time.perf_counter()
     run_pass(model, dataset, accumulators, config, attention=True, desc="bench-memory")
     for accumulator in accumulators:  # read the results, as a real analysis would
         accumulator.result()
     if cuda:
         torch.cuda.synchronize()
-    return {"images": images, "peak_rss_mb": _maxrss_mb(), "before_pass_rss_mb": before,
+    seconds = time.perf_counter() - start
+    return {"images": images, "peak_rss_mb": _proc_status_mb("VmHWM") if use_hwm else _maxrss_mb(),
+            "before_pass_rss_mb": before, "ru_maxrss_mb": _maxrss_mb(),
+            "peak_source": "VmHWM" if use_hwm else "ru_maxrss",
             "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-            "seconds": time.perf_counter() - start}
+            "seconds": seconds}
 
 
 _CHILD_CODE = ("import json, sys; from vitphase_lib.bench import _memory_child; "
@@ -404,12 +448,14 @@ class BenchPlan:
     cases: tuple[BenchCase, ...]
     repeats: int
     variants: tuple[str, ...]
+    parallel_memory: bool = False  # run the n and 4n children at the same time
 
 
 def default_plan(quick: bool) -> BenchPlan:
     """Full: 5 interleaved repeats of 4 variants, memory at the batch size of the timing.
-    Quick (a smoke run, < 1 min on two busy cores): 2 repeats of plain and capture, memory
-    with smaller batches (n is still a whole number of batches, so 4n only adds batches)."""
+    Quick (a smoke run, about 1 min on two busy cores): 2 repeats of plain and capture, memory
+    with smaller batches (n is still a whole number of batches, so 4n only adds batches), the
+    n and 4n children running at the same time."""
     from .models import MINI_ZOO
     if quick:
         return BenchPlan(cases=(
@@ -417,11 +463,11 @@ def default_plan(quick: bool) -> BenchPlan:
                       memory_n=50, memory_batch=50),
             BenchCase(ModelSpec.timm("vit_base_patch16_224", batch_size=2, label="ViT-B/16"),
                       timing_images=2, memory_n=1, memory_batch=1),
-        ), repeats=2, variants=(PLAIN, CAPTURE))
+        ), repeats=2, variants=(PLAIN, CAPTURE), parallel_memory=True)
     return BenchPlan(cases=(
-        BenchCase(ModelSpec.mini(MINI_ZOO["mini-b"], batch_size=250), timing_images=1000, memory_n=500),
+        BenchCase(ModelSpec.mini(MINI_ZOO["mini-b"], batch_size=250), timing_images=250, memory_n=500),
         BenchCase(ModelSpec.timm("vit_base_patch16_224", batch_size=8, label="ViT-B/16"),
-                  timing_images=16, memory_n=16),
+                  timing_images=8, memory_n=16),
     ), repeats=5, variants=DIAGNOSTIC_VARIANTS)
 
 
@@ -439,16 +485,17 @@ def run_benchmark(plan: BenchPlan, device: str = "cpu", log=print) -> BenchRepor
     timings, memory = [], []
     for case in plan.cases:
         spec = case.spec
-        log(f"[bench] {spec.label}: timing {len(plan.variants)} variants x {plan.repeats} repeats "
+        log(f"[bench {time.perf_counter() - start:4.0f} s] {spec.label}: timing {len(plan.variants)} variants x {plan.repeats} repeats "
             f"over {case.timing_images} images, batch {spec.batch_size} ...")
         model = spec.build()
         dataset = random_images(case.timing_images, spec.channels, spec.img_size)
         timings.append(time_passes(model, dataset, spec.batch_size, plan.repeats, device,
                                    plan.variants, label=spec.label))
         del model, dataset
-        log(f"[bench] {spec.label}: peak memory at {case.memory_n} and {4 * case.memory_n} images, "
+        log(f"[bench {time.perf_counter() - start:4.0f} s] {spec.label}: peak memory at {case.memory_n} and {4 * case.memory_n} images, "
             f"batch {case.memory_spec.batch_size} (fresh subprocesses) ...")
-        memory.append(memory_scaling(case.memory_spec, case.memory_n, device))
+        memory.append(memory_scaling(case.memory_spec, case.memory_n, device, parallel=plan.parallel_memory))
+    log(f"[bench {time.perf_counter() - start:4.0f} s] done")
     return BenchReport(device=device, threads=torch.get_num_threads(), timings=timings,
                        memory=memory, seconds=time.perf_counter() - start)
 
@@ -492,16 +539,20 @@ def format_report(report: BenchReport) -> str:
         row = [m.model, f"{m.small.images} / {m.large.images}", str(m.batch_size),
                f"{m.small.peak_rss_mb:.0f} / {m.large.peak_rss_mb:.0f} MB",
                f"{m.small.pass_increment_mb:.0f} / {m.large.pass_increment_mb:.0f} MB",
-               f"{m.large.peak_rss_mb - m.small.peak_rss_mb:+.0f} MB"]
+               f"{m.large.peak_rss_mb - m.small.peak_rss_mb:+.0f} MB",
+               f"{m.small.ru_maxrss_mb:.0f} / {m.large.ru_maxrss_mb:.0f} MB"]
         if m.small.cuda_peak_mb is not None:
             row.append(f"{m.small.cuda_peak_mb:.0f} / {m.large.cuda_peak_mb:.0f} MB")
         rows.append(row + [f"{m.ratio:.3f}x", _verdict(m.passed)])
-    headers = ["model", "n / 4n", "batch", "peak RSS", "pass increment", "4n - n"]
+    headers = ["model", "n / 4n", "batch", "peak RSS", "pass increment", "4n - n", "ru_maxrss*"]
     if any(m.small.cuda_peak_mb is not None for m in report.memory):
         headers.append("CUDA peak")
     out.append(_table(headers + ["ratio", "<=1.1x"], rows))
-    out += ["", f"({report.seconds:.0f} s. Timings are wall clock on a possibly shared machine; "
-                "'paired range' is capture/plain within each repetition.)"]
+    sources = sorted({r.peak_source for m in report.memory for r in (m.small, m.large)})
+    out += ["", f"Peak RSS from {', '.join(sources)}. *ru_maxrss of the child as the kernel reports it; "
+                "on Linux it includes the parent's peak (inherited at exec), so it is not used.",
+            f"({report.seconds:.0f} s. Timings are wall clock on a possibly shared machine; "
+            "'paired range' is capture/plain within each repetition.)"]
     return "\n".join(out)
 
 

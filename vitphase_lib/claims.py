@@ -96,3 +96,82 @@ def check_pe_drives_cliff(pe_summary: pd.DataFrame, top1_by_alpha: pd.DataFrame,
     return ClaimCheck("C2 PE drives the Cliff", "Cliff size follows the PE Dominance Ratio; PE "
                       "scaling changes top-1", measured, holds,
                       "every part holds" if holds else "at least one part fails (see measured)")
+
+
+def _phase_blocks(phases_row, blocks: int) -> tuple[list[int], list[int]]:
+    """Block numbers of the Plateau and of the Climb of one model's segmentation row."""
+    def block_of(layer: str) -> int:
+        return 0 if layer in ("raw", "pe") else int(layer)
+    start, climb = block_of(phases_row.plateau_start), block_of(phases_row.climb_start)
+    plateau = [b for b in range(max(1, start), climb + 1)]
+    return plateau, [b for b in range(climb + 1, blocks + 1)]
+
+
+def attention_landmarks(attention: pd.DataFrame, phases: pd.DataFrame) -> pd.DataFrame:
+    """T6: CLS centrality, PageRank share and ACI at the first block, mid-Plateau and the last
+    block per model, and the two failure signatures of the paper."""
+    rows = []
+    threshold = PAPER["cls_centrality_failure_threshold"]
+    for model, frame in attention.groupby("model", sort=False):
+        frame = frame.set_index("block")
+        blocks = int(frame.index.max())
+        plateau, climb = _phase_blocks(phases.set_index("model").loc[model], blocks)
+        mid = plateau[len(plateau) // 2] if plateau else blocks // 2
+        ccc = frame.cls_centrality
+        plateau_ccc = float(ccc.loc[plateau].median()) if plateau else float("nan")
+        late_peak = float(ccc.loc[climb].max()) if climb else float("nan")
+        rows.append({
+            "model": model, "mid_block": mid,
+            "ccc_first": float(ccc.loc[1]), "ccc_mid": float(ccc.loc[mid]), "ccc_last": float(ccc.loc[blocks]),
+            "pagerank_first": float(frame.cls_pagerank_share.loc[1]),
+            "pagerank_last": float(frame.cls_pagerank_share.loc[blocks]),
+            "aci_first": float(frame.aci.loc[1]), "aci_mid": float(frame.aci.loc[mid]),
+            "aci_last": float(frame.aci.loc[blocks]),
+            "aci_plateau_mean": float(frame.aci.loc[plateau].mean()) if plateau else float("nan"),
+            "aci_climb_mean": float(frame.aci.loc[climb].mean()) if climb else float("nan"),
+            # failure signatures (paper): a late re-centralisation spike; incomplete marginalisation
+            "late_spike": bool(climb) and late_peak > max(2 * plateau_ccc, threshold),
+            "incomplete_marginalization": float(ccc.loc[blocks]) > threshold,
+        })
+    return pd.DataFrame(rows)
+
+
+def check_cls_marginalization(landmarks: pd.DataFrame, top1: pd.DataFrame) -> ClaimCheck:
+    """C3: [CLS] centrality falls across depth to <= 0.01 at the last block, patch consensus (ACI)
+    is higher in the Climb than on the Plateau, and the better model marginalises more."""
+    if landmarks[["ccc_first", "ccc_last"]].isna().all().all():
+        return ClaimCheck("C3 CLS marginalisation", "CCC 0.502 -> 0.004 across ViT-B", "no model has a [CLS] token",
+                          None, "CLS centrality is not applicable without [CLS]")
+    falls = landmarks.ccc_last < landmarks.ccc_first
+    marginal = ~landmarks.incomplete_marginalization
+    consensus = landmarks.aci_climb_mean > landmarks.aci_plateau_mean
+    merged = landmarks.merge(top1, on="model")
+    ranked = None
+    if len(merged) >= 3:
+        ranked = bool(merged[["top1", "ccc_last"]].corr(method="spearman").iloc[0, 1] < 0)
+    measured = "; ".join(
+        f"{r.model}: CCC {r.ccc_first:.3f} -> {r.ccc_last:.3f}, ACI plateau {r.aci_plateau_mean:.3f} "
+        f"vs climb {r.aci_climb_mean:.3f}" + (", late spike" if r.late_spike else "")
+        for r in landmarks.itertuples())
+    holds = bool(falls.all() and marginal.all() and consensus.all() and ranked is not False)
+    parts = [name for name, ok in (("CCC falls", falls.all()), ("CCC <= 0.01 at the end", marginal.all()),
+                                   ("ACI rises in the Climb", consensus.all()),
+                                   ("better model marginalises more", ranked is not False)) if not ok]
+    return ClaimCheck("C3 CLS marginalisation and consensus",
+                      "CCC 0.502 -> 0.004 across ViT-B; ACI rises in the Climb", measured, holds,
+                      "every part holds" if holds else "fails: " + ", ".join(parts))
+
+
+def check_collapse_b_vs_l(final_nc: pd.DataFrame, models: tuple[str, ...]) -> ClaimCheck:
+    """C5 (geometry half): the B-shaped model ends with better Neural Collapse (lower NC1-NC4,
+    majority vote) than the deeper L-shaped model."""
+    if len(models) != 3:
+        return ClaimCheck("C5a final geometry B vs L", "ViT-B better NC than ViT-L",
+                          "needs three models (S, B, L)", None, "not S/B/L-shaped")
+    b, l_ = (final_nc.set_index("model").loc[m] for m in models[1:])
+    better = {nc: bool(b[nc] < l_[nc]) for nc in ("nc1", "nc2", "nc3", "nc4")}
+    holds = sum(better.values()) >= 3
+    measured = ", ".join(f"{nc.upper()} {b[nc]:.3g} vs {l_[nc]:.3g}" for nc in better)
+    return ClaimCheck("C5a final geometry B vs L", "ViT-B ends with better NC1-NC4 than ViT-L",
+                      f"{models[1]} vs {models[2]}: {measured}", holds,
+                      f"{models[1]} is better on {sum(better.values())} of 4 NC measures")

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from .analysis import PassConfig, geometry_tables, pe_scaling_tables
+from .analysis import PassConfig, full_analysis_tables, pe_scaling_tables
 from .data import analysis_splits, load_fashion_mnist
 from .loading import LoadedModel, load_model
 from .results import cached_tables
@@ -42,10 +42,14 @@ class Study:
     pe_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
     checkpoints: dict = field(default_factory=dict)  # timm models: name -> local weights file
     pretrained: bool = True              # timm models: False = random initialisation (tests)
+    aci_max_images: int | None = None    # images entering the Attention Consensus Index (None: all)
     refresh: bool = False                # recompute instead of loading cached tables
     progress: bool = True
 
     def __post_init__(self):
+        if self.aci_max_images is not None and (not isinstance(self.aci_max_images, int)
+                                                or isinstance(self.aci_max_images, bool)):
+            raise TypeError(f"parameter 'aci_max_images' must be an int or None, got {self.aci_max_images!r}")
         if not isinstance(self.dataset, (str, type(None))):
             raise TypeError(f"parameter 'dataset' must be 'fashion-mnist' or a folder path, got {self.dataset!r}")
         expected = {"profile": str, "device": str, "dtype": str,
@@ -156,13 +160,23 @@ class Study:
                 "data": self.data_key(model_name), "dtype": self.dtype, **extra}
 
     # ------------------------------------------------------------------ analyses
-    def geometry(self, model_name: str) -> dict[str, pd.DataFrame]:
+    def analysis(self, model_name: str) -> dict[str, pd.DataFrame]:
+        """The single streaming sweep of a model over the analysis images (token geometry,
+        top-1, attention graph, Neural Collapse), plus the NC4 pass over the probe-score images.
+        Tables: ``per_layer``, ``summary``, ``attention``, ``collapse``."""
         loaded = self.model(model_name)
+        images = self.evaluation_set(model_name)
+        labels = images.labels
+        num_classes = max(len(images.classes), int(labels.max()) + 1)
+        labels_match_head = loaded.kind == "zoo" or bool(getattr(images, "imagenet_order", False))
         return cached_tables(
-            "geometry", self._key(model_name),
-            lambda: geometry_tables(loaded.model, self.data(model_name), self.pass_config,
-                                    desc=f"{model_name} geometry"),
+            "analysis", self._key(model_name, aci_max_images=self.aci_max_images),
+            lambda: full_analysis_tables(
+                loaded.model, self.data(model_name), self.data(model_name, "probe_score"),
+                num_classes, self.pass_config, labels_match_head=labels_match_head,
+                aci_max_images=self.aci_max_images, desc=model_name),
             refresh=self.refresh)
+
 
     def pe_scaling(self, model_name: str) -> dict[str, pd.DataFrame]:
         loaded = self.model(model_name)
@@ -211,7 +225,7 @@ class Study:
                            recorded_top1=snapshot["test_top1"],
                            trained_fraction=snapshot["fraction"])
             else:
-                summary = self.geometry(name)["summary"]
+                summary = self.analysis(name)["summary"]
                 row.update(test_images=int(summary.images.iloc[0]), test_top1=float(summary.top1.iloc[0]),
                            recorded_top1=float("nan"), trained_fraction=float("nan"))
             rows.append(row)

@@ -1,0 +1,107 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (chap-attention)=
+# # Attention graph
+#
+# **Claim C3** of arXiv:2511.21635: better ViTs *marginalize the [CLS] hub*. Early blocks send a
+# large share of every patch's attention to [CLS]; across ViT-B's depth this **CLS centrality**
+# falls from 0.502 to 0.004, while the patch tokens reach consensus among themselves (the
+# **Attention Consensus Index**, ACI, rises in the Climb). The paper names two failure signatures:
+# a late spike of CLS centrality (re-centralisation), which goes with worse Neural Collapse, and
+# incomplete marginalisation (centrality above 0.01 at the end). Definitions:
+# {ref}`methods-attention`.
+
+# %% tags=["parameters"]
+profile = "default"  # base parameter set: smoke, default or paper (profiles/<name>.yaml)
+models = None  # list of model names: zoo models (mini-s, ...) or any timm ViT
+dataset = None  # "fashion-mnist" or the path of an ImageNet-style folder
+n_images = None  # images in the streaming analysis
+device = None  # "cpu", "cuda", ...
+dtype = None  # autocast dtype: "float32" or "bfloat16"
+batch_size = None  # images per forward pass
+overrides = {}  # any other parameter of vitphase_lib.study.Study, e.g. {"aci_max_images": 512}
+
+# %%
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+
+from vitphase_lib import claims, plotting
+from vitphase_lib.metrics import phase_table
+from vitphase_lib.study import Study
+
+study = Study.from_notebook(profile, overrides, models=models, dataset=dataset, n_images=n_images,
+                            device=device, dtype=dtype, batch_size=batch_size)
+attention = study.collect("analysis", "attention")
+phases = phase_table(study.collect("analysis", "per_layer"))
+summary = study.collect("analysis", "summary")
+
+# %% [markdown]
+# ## CLS centrality and consensus per block
+#
+# {numref}`fig-f3` shows, per block, the share of patch attention received by [CLS] (top; dotted:
+# the uniform share $1/(P+N)$; log scale), the [CLS] share of the attention graph's PageRank
+# (middle), and the ACI (bottom), against the block index and normalized depth. Grey bands mark
+# the paper's failure threshold 0.01 for centrality.
+
+# %% mystnb={"figure": {"caption": "CLS centrality (top, log scale; dotted: uniform attention), [CLS] PageRank share (middle) and Attention Consensus Index (bottom) per block, every model, against block index and normalized depth.", "name": "fig-f3"}}
+fig, axes = plt.subplots(3, 2, figsize=(11, 10), sharex="col")
+plotting.layer_curves(attention, "cls_centrality", "CLS centrality", axes=axes[0], logy=True)
+plotting.layer_curves(attention, "cls_pagerank_share", "[CLS] PageRank share", axes=axes[1], logy=True)
+plotting.layer_curves(attention, "aci", "ACI = 1 - |lambda_2|", axes=axes[2])
+for ax in axes[0]:
+    ax.axhline(claims.PAPER["cls_centrality_failure_threshold"], color="grey", lw=4, alpha=0.3)
+    ax.axhline(attention.uniform_baseline.min(), color="grey", ls=":", lw=1)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Landmarks beside the paper
+#
+# {numref}`tab-t6` reads the curves at the first block, in the middle of the Plateau found in
+# {ref}`chap-cliff`, and at the last block, and flags the failure signatures. The paper's
+# numbers are for ViT-B (0.502 at the first block, 0.004 at the last).
+
+# %%
+landmarks = claims.attention_landmarks(attention, phases)
+paper_first, paper_last = claims.PAPER["cls_centrality_vit_b"]
+t6 = landmarks[["model", "ccc_first", "ccc_mid", "ccc_last", "pagerank_first", "pagerank_last",
+                "aci_first", "aci_mid", "aci_last", "late_spike", "incomplete_marginalization"]].copy()
+t6.insert(1, "paper model", [claims.paper_name(study.models, m) or "-" for m in t6.model])
+t6["paper ccc first / last"] = [f"{paper_first} / {paper_last}" if p == "ViT-B" else "n/r"
+                                for p in t6["paper model"]]
+plotting.myst_table(t6, "CLS centrality (ccc), [CLS] PageRank share and ACI at the first block, "
+                    "mid-Plateau and the last block, with the paper's failure signatures; the "
+                    "paper's values for ViT-B beside ours (n/r = not reported).", "tab-t6", floatfmt=".4f")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(plotting.by_layer(attention, "cls_centrality", study.models).round(4).to_string())
+print(plotting.by_layer(attention, "aci", study.models).round(4).to_string())
+
+# %% [markdown]
+# ## Does C3 hold here?
+#
+# Four parts: centrality falls from the first to the last block in every model; it ends at or
+# below the paper's 0.01; the ACI is higher on average over the Climb than over the Plateau; and,
+# across models, the more accurate model ends with the lower centrality.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+check = claims.check_cls_marginalization(landmarks, summary[["model", "top1"]])
+print(f"C3 holds in this build: {check.holds}")
+print(check.reason)
+
+# %%
+display(Markdown(f"**Verdict ({study.profile} profile): C3 {plotting.verdict(check.holds)}** — "
+                 f"{check.reason}.\n\nPer model: {check.measured}."))

@@ -1,0 +1,114 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (chap-collapse)=
+# # Neural Collapse
+#
+# **Claim C5**, first half: the shallower ViT-B ends with better *Neural Collapse* geometry than
+# the deeper ViT-L. Neural Collapse describes the last-layer features of a well-trained classifier:
+# within-class variability vanishes (NC1), the class means form a simplex equiangular tight frame
+# (NC2), the classifier aligns with the class means (NC3), and the network decides like a
+# nearest-class-center rule (NC4). The paper ties its formation to the Climb of {ref}`chap-cliff`.
+# We measure NC1-NC4 at every layer, on the [CLS] token and on the mean patch token
+# ({ref}`methods-collapse`).
+
+# %% tags=["parameters"]
+profile = "default"  # base parameter set: smoke, default or paper (profiles/<name>.yaml)
+models = None  # list of model names: zoo models (mini-s, ...) or any timm ViT
+dataset = None  # "fashion-mnist" or the path of an ImageNet-style folder
+n_images = None  # images in the streaming analysis
+device = None  # "cpu", "cuda", ...
+dtype = None  # autocast dtype: "float32" or "bfloat16"
+batch_size = None  # images per forward pass
+overrides = {}  # any other parameter of vitphase_lib.study.Study, e.g. {"seed": 1}
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+
+from vitphase_lib import claims, plotting
+from vitphase_lib.metrics import phase_table
+from vitphase_lib.study import Study
+
+study = Study.from_notebook(profile, overrides, models=models, dataset=dataset, n_images=n_images,
+                            device=device, dtype=dtype, batch_size=batch_size)
+collapse = study.collect("analysis", "collapse")
+phases = phase_table(study.collect("analysis", "per_layer"))
+feature = "cls" if (collapse.feature == "cls").any() else "mean"
+main = collapse[collapse.feature == feature]
+
+# %% [markdown]
+# ## NC1-NC4 per layer
+#
+# {numref}`fig-f4` shows the four measures per layer on the [CLS] feature (the mean patch token for
+# models without [CLS]); lower is more collapsed. NC1 and NC3 span orders of magnitude and are on a
+# log scale. Shaded: the Climb found by the phase segmentation of each model.
+
+# %% mystnb={"figure": {"caption": "Neural Collapse per layer on the [CLS] feature: NC1 (within-class variability, log), NC2 (distance of the class means from a simplex ETF), NC3 (classifier vs class means, log) and NC4 (disagreement of nearest-class-center and classifier), against normalized depth; lower = more collapse.", "name": "fig-f4"}}
+frame = plotting.with_depth_axes(main)
+fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+for ax, (nc, label, logy) in zip(axes.flat, [("nc1", "NC1", True), ("nc2", "NC2 (ETF gap)", False),
+                                             ("nc3", "NC3", True), ("nc4", "NC4 (1 - agreement)", False)]):
+    import seaborn as sns
+    sns.lineplot(data=frame, x="normalized_depth", y=nc, hue="model", marker="o", markersize=3, ax=ax)
+    ax.set_ylabel(label)
+    ax.set_xlabel("normalized depth (block / L)")
+    if logy:
+        ax.set_yscale("log")
+    for row in phases.itertuples():
+        climb = 0 if row.climb_start in ("raw", "pe") else int(row.climb_start)
+        ax.axvspan(climb / row.blocks, 1.0, alpha=0.05, color="grey")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Final-layer geometry
+#
+# {numref}`tab-t7` gives NC1-NC4, the equinorm term and the nearest-class-center margin after the
+# final norm (the features the classifier reads), with the classifier used for NC3/NC4: the
+# network's own head where it reads that feature directly, else a least-squares classifier fitted
+# from the streamed moments. The paper reports no NC values (n/r).
+
+# %%
+final = collapse[(collapse.layer == "head")]
+t7 = final[["model", "feature", "nc1", "nc2", "equinorm", "nc3", "nc4", "ncc_margin", "classifier"]]
+plotting.myst_table(t7, "Final-layer (after the final norm) Neural Collapse per model and "
+                    "feature; lower NC = more collapse. Paper: n/r.", "tab-t7", floatfmt=".4g")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(final[["model", "feature", "nc1", "nc2", "nc3", "nc4"]].round(4).to_string(index=False))
+
+# %% [markdown]
+# ## Does NC form in the Climb, and does C5 (geometry) hold here?
+
+# %%
+main_final = main[main.layer == "head"]
+check = claims.check_collapse_b_vs_l(main_final, study.models)
+climb_gain = []
+for row in phases.itertuples():
+    curve = main[main.model == row.model].set_index("layer")
+    start = curve.nc1.get(row.climb_start, float("nan"))
+    climb_gain.append(f"{row.model}: NC1 {start:.3g} at the Climb start ({row.climb_start}) -> "
+                      f"{curve.nc1['head']:.3g} after the final norm")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"C5 (geometry) holds in this build: {check.holds}")
+print(check.reason)
+
+# %%
+display(Markdown(f"**Verdict ({study.profile} profile): C5, geometry half, "
+                 f"{plotting.verdict(check.holds)}** — {check.measured}; {check.reason}.\n\n"
+                 "Collapse across the Climb: " + "; ".join(climb_gain) + "."))

@@ -1,0 +1,89 @@
+"""The attention graph of each block: [CLS] centrality and the Attention Consensus Index.
+
+For block l, A_l is the head-averaged, row-stochastic attention (rows = queries).
+
+- **CLS centrality** (CCC): mean over patch queries i of A_l[i, CLS], the share of patch attention
+  the [CLS] hub receives (uniform baseline 1 / (P + N)). Not applicable without [CLS] (NaN, never 0).
+- **PageRank share** of [CLS]: PageRank (networkx) of the graph with edges i -> j weighted by the
+  image-averaged A_l[i, j]; a second view of the hub's centrality.
+- **Attention Consensus Index** (ACI): take the patch-to-patch block of A_l, renormalise its rows,
+  ACI = 1 - |lambda_2| (second-largest eigenvalue modulus of that stochastic matrix), averaged over
+  images. 1 = consensus in one step (uniform mixing), 0 = no mixing (identity). The eigenvalues of
+  an N x N matrix per image and block are the costliest part of the pass, so at most
+  ``aci_max_images`` images (the first ones streamed) enter the ACI.
+"""
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import torch
+
+from ..capture import ViTLayout
+from .base import Accumulator
+
+
+def cls_centrality(attention: torch.Tensor, num_prefix: int) -> torch.Tensor:
+    """Per image: mean over patch queries of the attention paid to token 0 ([CLS]), shape (B,)."""
+    return attention[:, num_prefix:, 0].mean(dim=1)
+
+
+def consensus_index(attention: torch.Tensor, num_prefix: int) -> torch.Tensor:
+    """Per image: 1 - |lambda_2| of the row-renormalised patch-to-patch attention, shape (B,)."""
+    patches = attention[:, num_prefix:, num_prefix:].double()
+    patches = patches / patches.sum(dim=-1, keepdim=True).clamp_min(1e-300)
+    moduli = torch.linalg.eigvals(patches).abs().sort(dim=-1, descending=True).values
+    return 1.0 - moduli[:, 1]
+
+
+def pagerank_share(mean_attention: np.ndarray, node: int = 0) -> float:
+    """Share of PageRank held by ``node`` in the graph with edges i -> j weighted A[i, j]."""
+    graph = nx.from_numpy_array(mean_attention, create_using=nx.DiGraph)
+    return float(nx.pagerank(graph, weight="weight", max_iter=1000, tol=1e-10)[node])
+
+
+class AttentionGraph(Accumulator):
+    """Per block: CLS centrality, [CLS] PageRank share, ACI."""
+
+    name = "attention"
+
+    def __init__(self, layout: ViTLayout, aci_max_images: int | None = None):
+        super().__init__(layout)
+        if aci_max_images is not None and (not isinstance(aci_max_images, int) or aci_max_images < 1):
+            raise TypeError(f"aci_max_images must be a positive int or None, got {aci_max_images!r}")
+        self.aci_max_images = aci_max_images
+        self._aci_seen: dict[int, int] = {}  # host-side counts: no device sync needed
+
+    def on_attention(self, block: int, attention: torch.Tensor) -> None:
+        prefix = self.layout.num_prefix_tokens
+        batch = attention.shape[0]
+        self.add(f"{block}/images", torch.tensor(float(batch), device=attention.device))
+        self.add(f"{block}/attention", attention.sum(dim=0))
+        if self.layout.has_cls:
+            self.add(f"{block}/ccc", cls_centrality(attention, prefix).sum())
+        seen = self._aci_seen.get(block, 0)
+        take = batch if self.aci_max_images is None else max(0, min(batch, self.aci_max_images - seen))
+        if take:
+            self.add(f"{block}/aci", consensus_index(attention[:take], prefix).sum())
+            self.add(f"{block}/aci_images", torch.tensor(float(take), device=attention.device))
+            self._aci_seen[block] = seen + take
+
+    def result(self) -> pd.DataFrame:
+        rows = []
+        tokens = self.layout.num_patches + self.layout.num_prefix_tokens
+        for block in range(1, self.layout.num_blocks + 1):
+            images = float(self.sums[f"{block}/images"])
+            mean_attention = (self.sums[f"{block}/attention"] / images).cpu().numpy()
+            rows.append({
+                "block": block, "layer": str(block),
+                "cls_centrality": (float(self.sums[f"{block}/ccc"]) / images
+                                   if self.layout.has_cls else math.nan),
+                "uniform_baseline": 1.0 / tokens,
+                "cls_pagerank_share": pagerank_share(mean_attention) if self.layout.has_cls else math.nan,
+                "uniform_pagerank_share": 1.0 / tokens,
+                "aci": float(self.sums[f"{block}/aci"]) / float(self.sums[f"{block}/aci_images"]),
+                "images": int(images), "aci_images": int(float(self.sums[f"{block}/aci_images"])),
+            })
+        return pd.DataFrame(rows)
