@@ -114,27 +114,50 @@ def network_head(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor] | 
     return None
 
 
-def full_analysis_tables(model: torch.nn.Module, analysis_set: Dataset, heldout_set: Dataset,
-                         num_classes: int, config: PassConfig, labels_match_head: bool = True,
-                         aci_max_images: int | None = None, desc: str = "analysis") -> dict[str, pd.DataFrame]:
-    """Every streaming metric of a model in one pass over ``analysis_set`` (token geometry, top-1,
-    attention graph, Neural Collapse moments), then the NC4 pass over ``heldout_set``."""
+def full_analysis_tables(model: torch.nn.Module, analysis_set: Dataset, fit_set: Dataset,
+                         score_set: Dataset, num_classes: int, config: PassConfig,
+                         labels_match_head: bool = True, aci_max_images: int | None = None,
+                         infox_dims: int = 16, probe_max_dim: int | None = None,
+                         feature_folder: str | None = None, seed: int = 0,
+                         desc: str = "analysis") -> dict[str, pd.DataFrame]:
+    """Every metric of a model, in three streaming sweeps over disjoint images:
+
+    1. ``analysis_set``: token geometry, top-1, attention graph, Neural Collapse moments and the
+       token moments that define the InfoX decoders' inputs;
+    2. ``fit_set``: InfoX decoder normal equations, probe features;
+    3. ``score_set``: InfoX R^2, NC4 (nearest class center), probe features; then the probes.
+    """
     from .metrics.attention import AttentionGraph
     from .metrics.collapse import CollapseMoments, NearestClassCenter, collapse_table
+    from .metrics.probes import FeatureCollector, probe_table
+    from .metrics.scrambling import DecoderFit, DecoderScore, TokenMoments
 
     layout = vit_layout(model)
     geometry, top1 = TokenGeometry(layout), Top1(layout)
     attention = AttentionGraph(layout, aci_max_images=aci_max_images)
-    moments = CollapseMoments(layout, num_classes)
-    run_pass(model, analysis_set, [geometry, top1, attention, moments], config, desc=desc)
+    moments, token_moments = CollapseMoments(layout, num_classes), TokenMoments(layout)
+    run_pass(model, analysis_set, [geometry, top1, attention, moments, token_moments], config,
+             desc=desc)
 
     head = network_head(model) if labels_match_head else None
     heads = {("head", "cls"): head} if head is not None and layout.has_cls else {}
     collapse, class_geometry = collapse_table(moments, heads)
-    ncc = NearestClassCenter(layout, class_geometry)
-    run_pass(model, heldout_set, [ncc], config, attention=False, desc=f"{desc} (NC4)")
-    collapse = collapse.merge(ncc.result(), on=["layer", "feature"])
+    inputs = {layer: token_moments.projection(layer, infox_dims) for layer in layout.layer_names}
+    target = token_moments.projection("raw", infox_dims, standardize=True)
+
+    folder = None if feature_folder is None else f"{feature_folder}/fit"
+    fit, fit_features = DecoderFit(layout, inputs, target), FeatureCollector(layout, len(fit_set), folder)
+    run_pass(model, fit_set, [fit, fit_features], config, attention=False, desc=f"{desc} (fit)")
+
+    folder = None if feature_folder is None else f"{feature_folder}/score"
+    score = DecoderScore(layout, inputs, target, fit.decoders(), fit.ridges)
+    ncc, score_features = NearestClassCenter(layout, class_geometry), FeatureCollector(layout, len(score_set), folder)
+    run_pass(model, score_set, [score, ncc, score_features], config, attention=False,
+             desc=f"{desc} (score)")
 
     per_layer = geometry.result()
     return {"per_layer": per_layer, "summary": _summary(model, layout, per_layer, top1),
-            "attention": attention.result(), "collapse": collapse}
+            "attention": attention.result(),
+            "collapse": collapse.merge(ncc.result(), on=["layer", "feature"]),
+            "scrambling": score.result(),
+            "probes": probe_table(fit_features, score_features, max_dim=probe_max_dim, seed=seed)}

@@ -26,8 +26,19 @@ def results_root() -> Path:
     return cache_root() / "results"
 
 
+def code_fingerprint() -> str:
+    """sha256 of the library's source: a change to any metric invalidates cached results."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cache_key(kind: str, key: dict) -> str:
-    payload = json.dumps({"kind": kind, "key": key, "version": __version__}, sort_keys=True, default=str)
+    payload = json.dumps({"kind": kind, "key": key, "version": __version__, "code": code_fingerprint()},
+                         sort_keys=True, default=str)
     return f"{kind}-{hashlib.sha256(payload.encode()).hexdigest()[:20]}"
 
 
@@ -46,7 +57,7 @@ def cached_tables(kind: str, key: dict, compute: Callable[[], dict[str, pd.DataF
     try:
         for name, table in tables.items():
             table.to_csv(staging / f"{name}.csv", index=False)
-        manifest = {"kind": kind, "key": key, "tables": sorted(tables),
+        manifest = {"kind": kind, "key": key, "tables": sorted(tables), "code": code_fingerprint(),
                     "seconds": round(time.time() - start, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "versions": _versions()}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))

@@ -43,6 +43,8 @@ class Study:
     checkpoints: dict = field(default_factory=dict)  # timm models: name -> local weights file
     pretrained: bool = True              # timm models: False = random initialisation (tests)
     aci_max_images: int | None = None    # images entering the Attention Consensus Index (None: all)
+    infox_dims: int = 16                 # principal components of tokens / targets in the InfoX decoders
+    probe_max_dim: int | None = None     # PCA the probe features to this width first (None: never)
     refresh: bool = False                # recompute instead of loading cached tables
     progress: bool = True
 
@@ -50,11 +52,14 @@ class Study:
         if self.aci_max_images is not None and (not isinstance(self.aci_max_images, int)
                                                 or isinstance(self.aci_max_images, bool)):
             raise TypeError(f"parameter 'aci_max_images' must be an int or None, got {self.aci_max_images!r}")
+        if self.probe_max_dim is not None and (not isinstance(self.probe_max_dim, int)
+                                               or isinstance(self.probe_max_dim, bool)):
+            raise TypeError(f"parameter 'probe_max_dim' must be an int or None, got {self.probe_max_dim!r}")
         if not isinstance(self.dataset, (str, type(None))):
             raise TypeError(f"parameter 'dataset' must be 'fashion-mnist' or a folder path, got {self.dataset!r}")
         expected = {"profile": str, "device": str, "dtype": str,
                     "n_images": int, "n_probe_fit": int, "n_probe_score": int, "batch_size": int,
-                    "num_workers": int, "seed": int, "refresh": bool, "progress": bool, "pretrained": bool,
+                    "num_workers": int, "seed": int, "refresh": bool, "infox_dims": int, "progress": bool, "pretrained": bool,
                     "checkpoints": dict}
         for name, kind in expected.items():
             value = getattr(self, name)
@@ -161,20 +166,24 @@ class Study:
 
     # ------------------------------------------------------------------ analyses
     def analysis(self, model_name: str) -> dict[str, pd.DataFrame]:
-        """The single streaming sweep of a model over the analysis images (token geometry,
+        """The streaming sweeps of a model over the analysis images (token geometry,
         top-1, attention graph, Neural Collapse), plus the NC4 pass over the probe-score images.
-        Tables: ``per_layer``, ``summary``, ``attention``, ``collapse``."""
+        Tables: ``per_layer``, ``summary``, ``attention``, ``collapse``, ``scrambling``, ``probes``."""
         loaded = self.model(model_name)
         images = self.evaluation_set(model_name)
         labels = images.labels
         num_classes = max(len(images.classes), int(labels.max()) + 1)
         labels_match_head = loaded.kind == "zoo" or bool(getattr(images, "imagenet_order", False))
         return cached_tables(
-            "analysis", self._key(model_name, aci_max_images=self.aci_max_images),
+            "analysis", self._key(model_name, aci_max_images=self.aci_max_images,
+                                  infox_dims=self.infox_dims, probe_max_dim=self.probe_max_dim,
+                                  n_probe_fit=self.n_probe_fit, n_probe_score=self.n_probe_score),
             lambda: full_analysis_tables(
-                loaded.model, self.data(model_name), self.data(model_name, "probe_score"),
-                num_classes, self.pass_config, labels_match_head=labels_match_head,
-                aci_max_images=self.aci_max_images, desc=model_name),
+                loaded.model, self.data(model_name), self.data(model_name, "probe_fit"),
+                self.data(model_name, "probe_score"), num_classes, self.pass_config,
+                labels_match_head=labels_match_head, aci_max_images=self.aci_max_images,
+                infox_dims=self.infox_dims, probe_max_dim=self.probe_max_dim, seed=self.seed,
+                desc=model_name),
             refresh=self.refresh)
 
 

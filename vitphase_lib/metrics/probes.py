@@ -1,0 +1,79 @@
+"""Linear probes: logistic regression per layer on the [CLS] and mean-patch features, fitted on
+the probe-fit images and scored on the disjoint probe-score images (scikit-learn).
+
+:class:`FeatureCollector` streams each (layer, feature) into a preallocated float32 array,
+memory-mapped on disk when a folder is given, so host memory stays bounded for large runs; it is
+the one accumulator that copies to the host every batch.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ..capture import ViTLayout
+from .base import Accumulator
+from .collapse import layer_features
+
+
+class FeatureCollector(Accumulator):
+    name = "features"
+
+    def __init__(self, layout: ViTLayout, n_images: int, folder: str | Path | None = None):
+        super().__init__(layout)
+        self.n_images, self.folder = n_images, Path(folder) if folder else None
+        self.features: dict[tuple[str, str], np.ndarray] = {}
+        self.targets = np.zeros(n_images, dtype=np.int64)
+        self._start = self._stop = 0
+
+    def begin_batch(self, labels: torch.Tensor) -> None:
+        super().begin_batch(labels)
+        self._start, self._stop = self._stop, self._stop + len(labels)
+        self.targets[self._start:self._stop] = labels.cpu().numpy()
+
+    def _array(self, key: tuple[str, str], dim: int) -> np.ndarray:
+        if key not in self.features:
+            if self.folder is None:
+                self.features[key] = np.zeros((self.n_images, dim), dtype=np.float32)
+            else:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self.features[key] = np.lib.format.open_memmap(
+                    self.folder / f"{key[0]}-{key[1]}.npy", mode="w+", dtype=np.float32,
+                    shape=(self.n_images, dim))
+        return self.features[key]
+
+    def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
+        for feature, x in layer_features(self.layout, layer, tokens).items():
+            self._array((layer, feature), x.shape[1])[self._start:self._stop] = x.float().cpu().numpy()
+
+
+def probe_top1(fit_x: np.ndarray, fit_y: np.ndarray, score_x: np.ndarray, score_y: np.ndarray,
+               max_dim: int | None = None, seed: int = 0) -> float:
+    """Top-1 (%) of a standardised multinomial logistic regression (PCA to ``max_dim`` first
+    when the features are wider)."""
+    steps = [StandardScaler()]
+    if max_dim is not None and fit_x.shape[1] > max_dim:
+        steps.append(PCA(n_components=max_dim, random_state=seed))
+    probe = make_pipeline(*steps, LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
+    probe.fit(fit_x, fit_y)
+    return 100.0 * float((probe.predict(score_x) == score_y).mean())
+
+
+def probe_table(fit: FeatureCollector, score: FeatureCollector, max_dim: int | None = None,
+                seed: int = 0) -> pd.DataFrame:
+    rows = []
+    for depth, layer in enumerate(fit.layout.layer_names):
+        for feature in ("cls", "mean"):
+            if (layer, feature) not in fit.features:
+                continue
+            rows.append({"layer": layer, "depth": depth, "feature": feature,
+                         "probe_top1": probe_top1(fit.features[(layer, feature)], fit.targets,
+                                                  score.features[(layer, feature)], score.targets,
+                                                  max_dim=max_dim, seed=seed)})
+    return pd.DataFrame(rows)

@@ -1,0 +1,233 @@
+"""Information scrambling: how much of a patch's pre-PE embedding a layer still holds in that
+patch's own token (InfoX_self) versus anywhere in the image's tokens (InfoX_all).
+
+Three streaming passes, memory independent of the number of images:
+
+1. :class:`TokenMoments` (in the main sweep, analysis images): per layer, the mean and covariance
+   of the patch tokens, pooled over positions; their top-``k`` principal components whiten each
+   layer's tokens to ``k`` dimensions. The target, the ``raw`` patch embedding standardised per
+   dimension, is reduced to its top-``k_target`` principal components the same way.
+2. :class:`DecoderFit` (probe-fit images): the normal equations of two ridge decoders per layer,
+   - *self*: target of patch i from patch i's own token, one map shared by all positions;
+   - *all*: target of patch i from all N tokens of the image, one map per position. Its class
+     contains the self decoder's (weight only on token i, the same for every i), and it is fitted
+     as ridge regression shrunk *towards the fitted self decoder* S instead of towards zero:
+     W = S + (X'X + lambda I)^-1 (X'Y - X'X S), so a large ridge returns exactly the self decoder
+     and the all decoder only departs from it where other tokens help on held-out images.
+   Both get the same fitting budget: closed-form ridge on the same images, the ridge chosen from
+   the same grid (``RIDGE_GRID`` x samples, inputs whitened; the all decoder also may pick
+   "infinite", i.e. S itself) by the same 2-fold cross-validation (even / odd images), computed
+   exactly from per-fold normal equations, then refitted on both folds.
+3. :class:`DecoderScore` (probe-score images): held-out R^2 of both decoders, pooled over
+   positions and target components. ISI = InfoX_all - InfoX_self.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from ..capture import ViTLayout
+from .base import Accumulator
+
+RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)  # ridge per sample, on whitened inputs
+
+
+def _patch_tokens(layout: ViTLayout, layer: str, tokens: torch.Tensor) -> torch.Tensor:
+    return tokens if layer == "raw" else tokens[:, layout.num_prefix_tokens:]
+
+
+class TokenMoments(Accumulator):
+    """Per layer: count, sum and second moment of the patch tokens, pooled over positions."""
+
+    name = "token-moments"
+
+    def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
+        x = _patch_tokens(self.layout, layer, tokens).reshape(-1, tokens.shape[-1]).double()
+        self.add(f"{layer}/count", torch.tensor(float(len(x)), device=x.device))
+        self.add(f"{layer}/sum", x.sum(dim=0))
+        self.add(f"{layer}/m2", x.T @ x)
+
+    def projection(self, layer: str, k: int, standardize: bool = False) -> "Projection":
+        n = self.sums[f"{layer}/count"]
+        mean = self.sums[f"{layer}/sum"] / n
+        cov = self.sums[f"{layer}/m2"] / n - torch.outer(mean, mean)
+        scale = torch.ones_like(mean)
+        if standardize:
+            scale = cov.diagonal().clamp_min(1e-12).sqrt()
+            cov = cov / torch.outer(scale, scale)
+        values, vectors = torch.linalg.eigh(cov)
+        k = min(k, len(values))
+        values, vectors = values[-k:].flip(0), vectors[:, -k:].flip(1)
+        return Projection(mean, scale, vectors / values.clamp_min(1e-12).sqrt())
+
+
+@dataclass
+class Projection:
+    """x -> ((x - mean) / scale) @ components: whitened top principal components."""
+
+    mean: torch.Tensor
+    scale: torch.Tensor
+    components: torch.Tensor  # (D, k)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x.double() - self.mean.to(x.device)) / self.scale.to(x.device)) @ self.components.to(x.device)
+
+
+def _with_intercept(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x, torch.ones(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)], dim=-1)
+
+
+class _DecoderPass(Accumulator):
+    """Shared by fit and score: the per-batch target (from ``raw``, which the model emits
+    first) and the decoder inputs of every layer."""
+
+    def __init__(self, layout: ViTLayout, inputs: dict[str, Projection], target: Projection):
+        super().__init__(layout)
+        self.inputs, self.target = inputs, target
+        self._y: torch.Tensor | None = None
+
+    def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
+        patches = _patch_tokens(self.layout, layer, tokens)
+        if layer == "raw":
+            self._y = self.target(patches)               # (B, N, k_target)
+        if layer in self.inputs:
+            self.on_layer(layer, self.inputs[layer](patches), self._y)
+
+    def on_layer(self, layer: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        raise NotImplementedError
+
+
+class DecoderFit(_DecoderPass):
+    """Normal equations X^T X, X^T Y of the self and all decoders of every layer."""
+
+    name = "decoder-fit"
+
+    def begin_batch(self, labels: torch.Tensor) -> None:
+        super().begin_batch(labels)
+        # fold of each image: even / odd position in the stream (host-side count, no sync)
+        start = getattr(self, "_seen", 0)
+        self._fold = (torch.arange(start, start + len(labels), device=labels.device) % 2)
+        self._seen = start + len(labels)
+
+    def on_layer(self, layer: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        b, n, k = x.shape
+        designs = {"self": (_with_intercept(x), y), "all": (_with_intercept(x.reshape(b, 1, n * k)),
+                                                             y.reshape(b, 1, -1))}
+        for kind, (features, targets) in designs.items():
+            for fold in (0, 1):
+                rows = self._fold == fold
+                f = features[rows].reshape(-1, features.shape[-1])
+                t = targets[rows].reshape(-1, targets.shape[-1])
+                self.add(f"{layer}/{kind}/{fold}/xx", f.T @ f)
+                self.add(f"{layer}/{kind}/{fold}/xy", f.T @ t)
+                self.add(f"{layer}/{kind}/{fold}/yy", t.square().sum())
+                self.add(f"{layer}/{kind}/{fold}/samples", torch.tensor(float(len(f)), device=x.device))
+
+    def _moments(self, layer: str, kind: str, fold: int):
+        key = f"{layer}/{kind}/{fold}"
+        return (self.sums[f"{key}/xx"], self.sums[f"{key}/xy"], self.sums[f"{key}/yy"],
+                self.sums[f"{key}/samples"])
+
+    @staticmethod
+    def _solve(xx, xy, samples, ridge):
+        eye = torch.eye(len(xx), dtype=xx.dtype, device=xx.device)
+        return torch.linalg.solve(xx + ridge * samples * eye, xy)
+
+    def _fit(self, layer: str, kind: str, folds: tuple[int, ...], ridge: float,
+             self_ridge: float | None = None) -> torch.Tensor:
+        moments = [self._moments(layer, kind, f) for f in folds]
+        xx, xy, samples = (sum(m[i] for m in moments) for i in (0, 1, 3))
+        if kind == "self":
+            return self._solve(xx, xy, samples, ridge)
+        prior = _block_diagonal(self._fit(layer, "self", folds, self_ridge), self.inputs[layer],
+                                xx.shape[0])
+        if ridge == float("inf"):
+            return prior
+        return prior + self._solve(xx, xy - xx @ prior, samples, ridge)
+
+    def choose_ridge(self, layer: str, kind: str, self_ridge: float | None = None
+                     ) -> tuple[float, dict[float, float]]:
+        """2-fold cross-validated ridge: fit on one fold, exact held-out squared error on the
+        other from its moments (||Y - XW||^2 = tr Y'Y - 2 tr W'X'Y + tr W'X'XW), summed."""
+        grid = RIDGE_GRID + ((float("inf"),) if kind == "all" else ())
+        errors = {}
+        for ridge in grid:
+            total = 0.0
+            for train, test in ((0, 1), (1, 0)):
+                w = self._fit(layer, kind, (train,), ridge, self_ridge)
+                txx, txy, tyy, _ = self._moments(layer, kind, test)
+                total += float(tyy - 2 * (w * txy).sum() + (w * (txx @ w)).sum())
+            errors[ridge] = total
+        return min(errors, key=errors.get), errors
+
+    def decoders(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Ridge solutions per layer, refitted on both folds with the cross-validated ridge:
+        ``self`` (k+1, k_t) and ``all`` (N k + 1, N k_t); ``self.ridges`` records the choice."""
+        out: dict[str, dict[str, torch.Tensor]] = {}
+        self.ridges: dict[tuple[str, str], float] = {}
+        for layer in self.inputs:
+            self_ridge, _ = self.choose_ridge(layer, "self")
+            all_ridge, _ = self.choose_ridge(layer, "all", self_ridge)
+            self.ridges[(layer, "self")], self.ridges[(layer, "all")] = self_ridge, all_ridge
+            out[layer] = {"self": self._fit(layer, "self", (0, 1), self_ridge),
+                          "all": self._fit(layer, "all", (0, 1), all_ridge, self_ridge)}
+        return out
+
+
+def _block_diagonal(self_weights: torch.Tensor, projection: "Projection", size: int) -> torch.Tensor:
+    """The self decoder (k + 1, k_t) written as an all decoder (N k + 1, N k_t): block i maps
+    token i to target i, and the intercept row is repeated for every position."""
+    k = self_weights.shape[0] - 1
+    n = (size - 1) // k
+    k_t = self_weights.shape[1]
+    weights = torch.zeros(size, n * k_t, dtype=self_weights.dtype, device=self_weights.device)
+    for i in range(n):
+        weights[i * k:(i + 1) * k, i * k_t:(i + 1) * k_t] = self_weights[:k]
+    weights[-1] = self_weights[k].repeat(n)
+    return weights
+
+
+class DecoderScore(_DecoderPass):
+    """Held-out R^2 of both decoders, pooled over positions and target components."""
+
+    name = "decoder-score"
+
+    def __init__(self, layout, inputs, target, decoders: dict[str, dict[str, torch.Tensor]],
+                 ridges: dict[tuple[str, str], float] | None = None):
+        super().__init__(layout, inputs, target)
+        self.decoders, self.ridges = decoders, ridges or {}
+
+    def on_layer(self, layer: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        b, n, k = x.shape
+        w = self.decoders[layer]
+        predictions = {"self": _with_intercept(x.reshape(b * n, k)) @ w["self"].to(x.device),
+                       "all": (_with_intercept(x.reshape(b, n * k)) @ w["all"].to(x.device))}
+        flat_y = y.reshape(b * n, -1)
+        for kind, predicted in predictions.items():
+            self.add(f"{layer}/{kind}/sse", (predicted.reshape(b * n, -1) - flat_y).square().sum())
+        self.add(f"{layer}/y_sum", flat_y.sum(dim=0))
+        self.add(f"{layer}/y_sq", flat_y.square().sum(dim=0))
+        self.add(f"{layer}/samples", torch.tensor(float(b * n), device=x.device))
+
+    def result(self) -> pd.DataFrame:
+        rows = []
+        for depth, layer in enumerate(self.layout.layer_names):
+            if layer not in self.inputs:
+                continue
+            n = self.sums[f"{layer}/samples"]
+            sst = float((self.sums[f"{layer}/y_sq"] - self.sums[f"{layer}/y_sum"].square() / n).sum())
+            r2 = {kind: 1.0 - float(self.sums[f"{layer}/{kind}/sse"]) / sst for kind in ("self", "all")}
+            rows.append({"layer": layer, "depth": depth, "infox_self": r2["self"],
+                         "infox_all": r2["all"], "isi": r2["all"] - r2["self"],
+                         "ridge_self": self.ridges.get((layer, "self"), float("nan")),
+                         "ridge_all": self.ridges.get((layer, "all"), float("nan"))})
+        return pd.DataFrame(rows)
+
+
+def isi_regime(isi: float, collapse_below: float = 0.004, chaotic_above: float = 0.02) -> str:
+    """The paper's three regimes of the Information Scrambling Index (thresholds configurable)."""
+    if isi < collapse_below:
+        return "communication collapse"
+    return "chaotic diffusion" if isi > chaotic_above else "controlled consensus"
