@@ -21,7 +21,7 @@ notebooks: setup
 
 ## test: unit tests and the nbval regression of the smoke-profile chapters
 test: setup
-	$(VENV)/python -m pytest tests --nbval-lax --nbval-current-env -p no:cacheprovider
+	$(VENV)/python -m pytest tests --nbval-lax --nbval-current-env -p no:cacheprovider --durations=15
 
 ## smoke-notebooks: re-record the smoke-profile chapters nbval compares against
 smoke-notebooks: setup

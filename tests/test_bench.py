@@ -9,7 +9,9 @@ import torch
 from vitphase_lib import bench, metrics
 from vitphase_lib.bench import (CAPTURE, CAPTURE_NO_ATTN, DIAGNOSTIC_VARIANTS, PLAIN, PLAIN_UNFUSED,
                                 BenchReport, ModelSpec, RandomImages, accumulator_classes,
-                                format_report, memory_scaling, random_images, time_passes)
+                                benchmarked_classes, format_report, make_accumulators,
+                                memory_scaling, missing_arguments, random_images, skipped_classes,
+                                time_passes)
 from vitphase_lib.metrics.base import Accumulator
 from vitphase_lib.models import MiniViTConfig
 
@@ -32,26 +34,51 @@ def timing(spec):
     return result
 
 
-def test_registry_finds_the_exported_metric_accumulators():
-    names = [cls.__name__ for cls in accumulator_classes()]
+def test_registry_finds_the_metric_accumulators():
+    found = accumulator_classes()
+    names = [cls.__name__ for cls in found]
     assert "TokenGeometry" in names and "Top1" in names
     assert "Accumulator" not in names and "FiniteCheck" not in names  # run_pass adds FiniteCheck itself
-    assert all(issubclass(cls, Accumulator) for cls in accumulator_classes())
+    assert all(issubclass(cls, Accumulator) for cls in found)
+    assert not any(name.startswith("_") for name in names)
+    assert len(names) == len(set(names))
+    benchmarked, skipped = benchmarked_classes(), skipped_classes()
+    assert set(benchmarked) | {c for c in found if c.__name__ in skipped} == set(found)
+    assert all(not missing_arguments(cls) for cls in benchmarked)
+    assert all(args for args in skipped.values())
 
 
-def test_registry_picks_up_a_newly_exported_accumulator(monkeypatch):
-    class AttentionEntropy(Accumulator):
+def test_registry_picks_up_new_accumulators_and_builds_what_it_can(monkeypatch):
+    class AttentionEntropy(Accumulator):  # needs num_classes: the benchmark supplies it
+        def __init__(self, layout, num_classes, bins=8):
+            super().__init__(layout)
+            self.num_classes, self.bins = num_classes, bins
+
         def on_attention(self, block, attention):
             self.add(f"{block}/seen", attention.sum())
+
+    class NeedsDecoder(Accumulator):  # needs the output of an earlier pass: skipped
+        def __init__(self, layout, decoder):
+            super().__init__(layout)
+
+        def on_tokens(self, layer, tokens):
+            pass
 
     class NoCallbacks(Accumulator):  # implements no sink callback: nothing to benchmark
         pass
 
-    monkeypatch.setattr(metrics, "AttentionEntropy", AttentionEntropy, raising=False)
-    monkeypatch.setattr(metrics, "NoCallbacks", NoCallbacks, raising=False)
-    monkeypatch.setattr(metrics, "__all__", [*metrics.__all__, "AttentionEntropy", "NoCallbacks"])
+    new = {"AttentionEntropy": AttentionEntropy, "NeedsDecoder": NeedsDecoder, "NoCallbacks": NoCallbacks}
+    for name, cls in new.items():
+        monkeypatch.setattr(metrics, name, cls, raising=False)
+    monkeypatch.setattr(metrics, "__all__", [*metrics.__all__, *new])
     found = accumulator_classes()
-    assert AttentionEntropy in found and NoCallbacks not in found
+    assert AttentionEntropy in found and NeedsDecoder in found and NoCallbacks not in found
+    assert AttentionEntropy in benchmarked_classes() and NeedsDecoder not in benchmarked_classes()
+    assert skipped_classes()["NeedsDecoder"] == ["decoder"]
+    model = ModelSpec.mini(TINY, batch_size=4).build()
+    built = {type(a): a for a in make_accumulators(model)}
+    assert set(built) == set(benchmarked_classes())
+    assert built[AttentionEntropy].num_classes == TINY.num_classes
 
 
 def test_timing_result_structure(timing):
@@ -66,7 +93,12 @@ def test_timing_result_structure(timing):
     assert timing.paired_ratios == pytest.approx(
         [c / p for c, p in zip(timing.seconds[CAPTURE], timing.seconds[PLAIN])])
     assert timing.passed == (timing.ratio <= bench.TIME_TARGET)
-    assert timing.accumulators == [cls.__name__ for cls in accumulator_classes()]
+    assert timing.accumulators == [cls.__name__ for cls in benchmarked_classes()]
+    assert set(timing.callback_seconds) == set(timing.accumulators)
+    for name, spent in timing.callback_seconds.items():
+        assert len(spent) == 3 and all(s >= 0 for s in spent), name
+        # time inside callbacks is part of the capture pass that it was measured in
+        assert all(s < c for s, c in zip(spent, timing.seconds[CAPTURE])), name
 
 
 def test_timing_leaves_the_model_as_it_was(timing):
@@ -114,5 +146,23 @@ def test_memory_scaling_and_report(spec, timing):
     assert "tiny" in text and "TokenGeometry" in text
     assert f"{timing.ratio:.2f}x" in text and f"{scaling.ratio:.3f}x" in text
     assert text.count("PASS") + text.count("MISS") == 2
-    assert "Where the overhead goes" in text
+    assert "Where the overhead goes" in text and "Time inside each accumulator" in text
     assert "ru_maxrss" in text
+
+
+def test_report_names_models_whose_memory_was_not_measured(timing):
+    report = BenchReport(device="cpu", threads=1, timings=[timing], memory=[], seconds=1.0)
+    text = format_report(report)
+    assert "memory not measured for tiny" in text
+    assert text.count("PASS") + text.count("MISS") == 1
+
+
+def test_quick_plan_is_smaller_than_the_full_plan():
+    quick, full = bench.default_plan(True), bench.default_plan(False)
+    assert quick.repeats < full.repeats
+    assert {c.spec.label for c in full.cases} == {"mini-b", "ViT-B/16"}
+    assert all(c.memory_n is not None for c in full.cases)
+    for case in full.cases:  # n is a whole number of batches, so 4n only adds batches
+        assert case.memory_n % case.memory_spec.batch_size == 0
+    mini = next(c for c in full.cases if c.spec.label == "mini-b")
+    assert mini.spec.batch_size == 250 and mini.spec.kind == "mini"

@@ -62,13 +62,17 @@ def test_paper_profile_runs_on_an_image_folder_with_random_init_vits(tmp_path):
     study = Study.from_profile("paper", dataset=str(folder), models=["vit_small_patch16_224"],
                                pretrained=False, n_images=6, n_probe_fit=3, n_probe_score=3,
                                batch_size=3, device="cpu", dtype="float32", num_workers=0,
-                               pe_alphas=[0.0, 1.0], progress=False)
+                               pe_alphas=[0.0, 1.0], infox_dims=2, progress=False)
     tables = study.analysis("vit_small_patch16_224")
     per_layer = tables["per_layer"]
     assert per_layer.layer.tolist() == ["raw", "pe"] + [str(i) for i in range(1, 13)] + ["head"]
     assert (per_layer.images == 6).all()
     assert per_layer.centered_similarity.between(-1 / 195 - 1e-6, 1).all()
     assert 0 < tables["summary"].pe_dominance_ratio.iloc[0] < 100
+    assert set(tables) == {"per_layer", "summary", "attention", "collapse", "scrambling", "probes"}
+    assert tables["attention"].block.tolist() == list(range(1, 13))
+    assert set(tables["collapse"].feature) == {"cls", "mean"}
+    assert tables["scrambling"].layer.tolist() == per_layer.layer.tolist()
     scaled = study.pe_scaling("vit_small_patch16_224")
     assert sorted(scaled["top1"].alpha) == list(study.pe_alphas)
 
@@ -79,6 +83,3 @@ def test_dataset_and_model_kinds_must_match(tmp_path):
         study.evaluation_set("vit_small_patch16_224")
     with pytest.raises(ValueError, match="dataset' is not set"):
         Study.from_profile("paper", pretrained=False).evaluation_set("vit_small_patch16_224")
-    assert set(tables) == {"per_layer", "summary", "attention", "collapse"}
-    assert tables["attention"].block.tolist() == list(range(1, 13))
-    assert set(tables["collapse"].feature) == {"cls", "mean"}

@@ -47,8 +47,11 @@ def make_loader(dataset: Dataset, config: PassConfig) -> DataLoader:
 
 @torch.inference_mode()
 def run_pass(model: torch.nn.Module, dataset: Dataset, accumulators: Sequence[Accumulator],
-             config: PassConfig, attention: bool = True, desc: str = "pass") -> None:
-    """Stream ``dataset`` through ``model`` once, feeding every accumulator."""
+             config: PassConfig, attention: bool | None = None, desc: str = "pass") -> None:
+    """Stream ``dataset`` through ``model`` once, feeding every accumulator. Attention weights are
+    traced (fused attention off) only when an accumulator reads them (or ``attention=True``)."""
+    if attention is None:
+        attention = any(acc.reads_attention() for acc in accumulators)
     device = torch.device(config.device)
     model = model.to(device).eval()
     finite = FiniteCheck(vit_layout(model))

@@ -28,11 +28,21 @@ Two questions, each with a target:
   pass can make the peak grow. Target: mem(4n) / mem(n) <= 1.1x (CUDA peak on CUDA, peak RSS
   otherwise). The peak RSS includes the interpreter, torch (about 1 GB with a CUDA build) and
   the model, which dilutes the ratio, so the table also prints the pass's own increment (peak
-  minus the RSS before the pass) and the difference between 4n and n in MB.
+  minus the RSS before the pass) and the difference between 4n and n in MB. Expect that
+  difference to wander by some tens of MB between runs on CPU: glibc's dynamic mmap threshold
+  moves large activation buffers between mmap and the heap, and heap fragmentation varies per
+  process (with ``MALLOC_MMAP_THRESHOLD_`` fixed, the per-batch RSS of a ViT-B pass is flat).
 
-The accumulators come from :func:`accumulator_classes`, which discovers every concrete
-:class:`~vitphase_lib.metrics.base.Accumulator` subclass exported by :mod:`vitphase_lib.metrics`
-that implements a sink callback, so a new metric is benchmarked as soon as it is exported.
+The accumulators come from :func:`accumulator_classes`, which discovers every public
+:class:`~vitphase_lib.metrics.base.Accumulator` subclass of :mod:`vitphase_lib.metrics` (exported
+or defined in one of its modules) that implements a sink callback, so a new metric is benchmarked
+as soon as it exists. Those that can be built from the layout (and ``num_classes``, from the
+model) with default settings are run together, as one sweep; the others need something an
+earlier pass produces (fitted decoders, class geometry) or keep every image's features
+(``n_images``), and the report names them as not benchmarked. ``run_pass`` adds ``FiniteCheck``
+itself. In the ``capture`` runs each accumulator is wrapped in a thin proxy that adds up the wall
+time spent in its callbacks (a few hundred ``perf_counter`` calls per pass), which the report
+shows as each accumulator's share of the plain forward time.
 
 The device is read from the environment variable ``VITPHASE_DEVICE`` (default ``cpu``); the
 ``vitphase bench`` command has no ``--device`` option. The torch thread count is left as it is.
@@ -67,32 +77,101 @@ DIAGNOSTIC_VARIANTS = (PLAIN, PLAIN_UNFUSED, CAPTURE_NO_ATTN, CAPTURE)
 
 
 # --------------------------------------------------------------------------- accumulators
-def accumulator_classes() -> list[type]:
-    """Every concrete accumulator exported by :mod:`vitphase_lib.metrics`, sorted by name.
+# constructor arguments the benchmark can supply besides the layout
+CONTEXT_ARGUMENTS = ("num_classes",)
 
-    A class qualifies if it is a proper subclass of ``metrics.base.Accumulator``, overrides at
-    least one sink callback (``on_tokens``, ``on_attention``, ``on_logits``) and is not one that
-    ``run_pass`` always adds itself (``FiniteCheck``).
+
+def accumulator_classes() -> list[type]:
+    """Every streaming accumulator of :mod:`vitphase_lib.metrics`, sorted by name.
+
+    Searched: the names the package exports and every public class defined in its submodules
+    (imported for the purpose), so a new metric module is found even before it is exported. A
+    class qualifies if it is a proper, public subclass of ``metrics.base.Accumulator``, overrides
+    at least one sink callback (``on_tokens``, ``on_attention``, ``on_logits``) and is not one
+    that ``run_pass`` always adds itself (``FiniteCheck``). Whether the benchmark can build it is
+    :func:`missing_arguments`'s business.
     """
+    import importlib
+    import pkgutil
+
     from . import metrics
     from .metrics.base import Accumulator
 
+    candidates = [getattr(metrics, name, None) for name in getattr(metrics, "__all__", dir(metrics))]
+    for info in pkgutil.iter_modules(metrics.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{metrics.__name__}.{info.name}")
+        candidates += [obj for obj in vars(module).values()
+                       if inspect.isclass(obj) and obj.__module__ == module.__name__]
     found = {}
-    for name in getattr(metrics, "__all__", dir(metrics)):
-        obj = getattr(metrics, name, None)
+    for obj in candidates:
         if not (inspect.isclass(obj) and issubclass(obj, Accumulator) and obj is not Accumulator):
             continue
-        if inspect.isabstract(obj) or obj.__name__ in ALWAYS_ON:
+        if obj.__name__.startswith("_") or inspect.isabstract(obj) or obj.__name__ in ALWAYS_ON:
             continue
         if any(getattr(obj, cb) is not getattr(Accumulator, cb) for cb in SINK_CALLBACKS):
-            found[obj.__name__] = obj
-    return [found[name] for name in sorted(found)]
+            found[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return sorted(found.values(), key=lambda cls: (cls.__name__, cls.__module__))
+
+
+def missing_arguments(cls: type) -> list[str]:
+    """Required constructor arguments of ``cls`` the benchmark cannot supply: anything but the
+    layout and :data:`CONTEXT_ARGUMENTS` without a default (e.g. a decoder fitted by an earlier
+    pass, or ``n_images`` of an accumulator that keeps every image's features)."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, layout
+    return [p.name for p in parameters
+            if p.default is inspect.Parameter.empty and p.name not in CONTEXT_ARGUMENTS
+            and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+
+
+def benchmarked_classes() -> list[type]:
+    """The accumulators a single sweep can run with their default settings."""
+    return [cls for cls in accumulator_classes() if not missing_arguments(cls)]
+
+
+def skipped_classes() -> dict[str, list[str]]:
+    """Accumulators left out, with the constructor arguments the benchmark cannot supply."""
+    return {cls.__name__: missing_arguments(cls) for cls in accumulator_classes() if missing_arguments(cls)}
 
 
 def make_accumulators(model: torch.nn.Module) -> list:
+    """One instance of every :func:`benchmarked_classes` accumulator for ``model`` (defaults for
+    every optional argument, ``num_classes`` from the model's classifier)."""
     from .capture import vit_layout
     layout = vit_layout(model)
-    return [cls(layout) for cls in accumulator_classes()]
+    context = {"num_classes": int(getattr(model, "num_classes", 0) or 0)}
+    built = []
+    for cls in benchmarked_classes():
+        names = list(inspect.signature(cls.__init__).parameters)[2:]
+        built.append(cls(layout, **{k: v for k, v in context.items() if k in names}))
+    return built
+
+
+class _Timed:
+    """Forwards the sink callbacks to an accumulator and adds the wall time spent in them to
+    ``clock[name]`` (on CUDA this is launch time, not kernel time)."""
+
+    def __init__(self, accumulator, clock: dict[str, float]):
+        self.accumulator, self.clock, self.key = accumulator, clock, type(accumulator).__name__
+        clock.setdefault(self.key, 0.0)
+
+    def _call(self, method: str, *args) -> None:
+        start = time.perf_counter()
+        getattr(self.accumulator, method)(*args)
+        self.clock[self.key] += time.perf_counter() - start
+
+    def begin_batch(self, labels):
+        self._call("begin_batch", labels)
+
+    def on_tokens(self, layer, tokens):
+        self._call("on_tokens", layer, tokens)
+
+    def on_attention(self, block, attention):
+        self._call("on_attention", block, attention)
+
+    def on_logits(self, logits):
+        self._call("on_logits", logits)
 
 
 # --------------------------------------------------------------------------- models and data
@@ -179,6 +258,8 @@ class TimingResult:
     device: str
     accumulators: list[str]
     seconds: dict[str, list[float]] = field(default_factory=dict)  # variant -> one per repeat
+    # accumulator -> seconds inside its callbacks during each repeat of ``capture``
+    callback_seconds: dict[str, list[float]] = field(default_factory=dict)
 
     def median(self, variant: str) -> float:
         return statistics.median(self.seconds[variant])
@@ -236,7 +317,10 @@ def _plain_pass(model: torch.nn.Module, dataset: Dataset, config) -> None:
                 model(images)
 
 
-def _run_variant(variant: str, model: torch.nn.Module, dataset: Dataset, config) -> float:
+def _run_variant(variant: str, model: torch.nn.Module, dataset: Dataset, config,
+                 clock: dict[str, float] | None = None) -> float:
+    """Seconds for one pass of ``variant``; with ``clock``, the capture variants also add the time
+    spent in each accumulator's callbacks to it."""
     from .analysis import run_pass
     device = torch.device(config.device)
     _sync(device)
@@ -248,8 +332,10 @@ def _run_variant(variant: str, model: torch.nn.Module, dataset: Dataset, config)
             _plain_pass(model, dataset, config)
     elif variant in (CAPTURE, CAPTURE_NO_ATTN):
         # fresh accumulators every time: building them is part of a real pass
-        run_pass(model, dataset, make_accumulators(model), config,
-                 attention=variant == CAPTURE, desc="bench")
+        sinks = make_accumulators(model)
+        if clock is not None:
+            sinks = [_Timed(accumulator, clock) for accumulator in sinks]
+        run_pass(model, dataset, sinks, config, attention=variant == CAPTURE, desc="bench")
     else:
         raise ValueError(f"unknown variant {variant!r}")
     _sync(device)
@@ -271,13 +357,17 @@ def time_passes(model: torch.nn.Module, dataset: Dataset, batch_size: int, repea
         for variant in variants:
             _run_variant(variant, model, dataset, config)
     seconds: dict[str, list[float]] = {v: [] for v in variants}
+    callbacks: dict[str, list[float]] = {}
     for rep in range(repeats):
         order = list(variants) if rep % 2 == 0 else list(reversed(variants))
         for variant in order:
-            seconds[variant].append(_run_variant(variant, model, dataset, config))
+            clock: dict[str, float] | None = {} if variant == CAPTURE else None
+            seconds[variant].append(_run_variant(variant, model, dataset, config, clock))
+            for name, spent in (clock or {}).items():
+                callbacks.setdefault(name, []).append(spent)
     return TimingResult(model=label, images=len(dataset), batch_size=batch_size, repeats=repeats,
-                        device=device, accumulators=[c.__name__ for c in accumulator_classes()],
-                        seconds=seconds)
+                        device=device, accumulators=[c.__name__ for c in benchmarked_classes()],
+                        seconds=seconds, callback_seconds=callbacks)
 
 
 # --------------------------------------------------------------------------- memory
@@ -360,7 +450,7 @@ def _memory_child(spec_json: str, images: int, device: str) -> dict:
     spec = ModelSpec.from_json(spec_json)
     model = spec.build().to(device)
     accumulators = make_accumulators(model)
-    dataset = RandomImages(images, spec.channels, spec.img_size)
+    dataset = RandomImages(images, spec.channels, spec.img_size, num_classes=model.num_classes)
     config = PassConfig(batch_size=spec.batch_size, device=device, progress=False)
     cuda = torch.device(device).type == "cuda"
     if cuda:
@@ -372,8 +462,10 @@ def _memory_child(spec_json: str, images: int, device: str) -> dict:
         before = _maxrss_mb()
     start = time.perf_counter()
     run_pass(model, dataset, accumulators, config, attention=True, desc="bench-memory")
+    from .metrics.base import Accumulator
     for accumulator in accumulators:  # read the results, as a real analysis would
-        accumulator.result()
+        if type(accumulator).result is not Accumulator.result:  # moments are read by other code
+            accumulator.result()
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -385,7 +477,8 @@ def _memory_child(spec_json: str, images: int, device: str) -> dict:
 
 
 _CHILD_CODE = ("import json, sys; from vitphase_lib.bench import _memory_child; "
-               "print('VITPHASE-BENCH ' + json.dumps(_memory_child(sys.argv[1], int(sys.argv[2]), sys.argv[3])))")
+               "result = _memory_child(sys.argv[1], int(sys.argv[2]), sys.argv[3]); "
+               "print('VITPHASE-BENCH ' + json.dumps(result))")
 
 
 def _start_child(spec: ModelSpec, images: int, device: str) -> subprocess.Popen:
@@ -433,7 +526,7 @@ def memory_scaling(spec: ModelSpec, n: int, device: str = "cpu", parallel: bool 
 class BenchCase:
     spec: ModelSpec
     timing_images: int
-    memory_n: int             # memory at memory_n and 4 * memory_n images
+    memory_n: int | None      # memory at memory_n and 4 * memory_n images (None: not measured)
     memory_batch: int | None = None  # batch size of the memory runs (default: spec.batch_size)
 
     @property
@@ -452,22 +545,32 @@ class BenchPlan:
 
 
 def default_plan(quick: bool) -> BenchPlan:
-    """Full: 5 interleaved repeats of 4 variants, memory at the batch size of the timing.
-    Quick (a smoke run, about 1 min on two busy cores): 2 repeats of plain and capture, memory
-    with smaller batches (n is still a whole number of batches, so 4n only adds batches), the
-    n and 4n children running at the same time."""
+    """Full: 5 interleaved repeats of 4 variants; mini-B over 250 images in one batch of 250,
+    ViT-B/16 over 8 images in one batch of 8; memory at 500 / 2000 (mini-B) and 16 / 64 (ViT-B)
+    images, at the timing batch sizes.
+
+    Quick (a smoke run): 2 repeats of plain and capture over one batch of 100 (mini-B) and of 1
+    (ViT-B); memory for mini-B only (each child re-imports torch, and ViT-B's random init alone
+    takes seconds), with batches of 50 (n is still a whole number of batches, so 4n only adds
+    batches) and the n and 4n children running at the same time.
+
+    Run time is dominated by ``AttentionGraph``'s per-image eigenvalues (ACI, every image by
+    default): about 20 ms per ViT-B block and image on one idle core, but seconds when MKL's
+    threads compete with other processes for the cores, so on two busy cores the quick run takes
+    minutes instead of under one, and the full run far longer than on an idle machine."""
     from .models import MINI_ZOO
+    vit_b = "vit_base_patch16_224"
     if quick:
         return BenchPlan(cases=(
-            BenchCase(ModelSpec.mini(MINI_ZOO["mini-b"], batch_size=250), timing_images=250,
+            BenchCase(ModelSpec.mini(MINI_ZOO["mini-b"], batch_size=100), timing_images=100,
                       memory_n=50, memory_batch=50),
-            BenchCase(ModelSpec.timm("vit_base_patch16_224", batch_size=2, label="ViT-B/16"),
-                      timing_images=2, memory_n=1, memory_batch=1),
+            BenchCase(ModelSpec.timm(vit_b, batch_size=1, label="ViT-B/16"), timing_images=1,
+                      memory_n=None),
         ), repeats=2, variants=(PLAIN, CAPTURE), parallel_memory=True)
     return BenchPlan(cases=(
         BenchCase(ModelSpec.mini(MINI_ZOO["mini-b"], batch_size=250), timing_images=250, memory_n=500),
-        BenchCase(ModelSpec.timm("vit_base_patch16_224", batch_size=8, label="ViT-B/16"),
-                  timing_images=8, memory_n=16),
+        BenchCase(ModelSpec.timm(vit_b, batch_size=8, label="ViT-B/16"), timing_images=8,
+                  memory_n=16),
     ), repeats=5, variants=DIAGNOSTIC_VARIANTS)
 
 
@@ -478,6 +581,7 @@ class BenchReport:
     timings: list[TimingResult]
     memory: list[MemoryScaling]
     seconds: float
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # accumulator -> missing arguments
 
 
 def run_benchmark(plan: BenchPlan, device: str = "cpu", log=print) -> BenchReport:
@@ -485,19 +589,25 @@ def run_benchmark(plan: BenchPlan, device: str = "cpu", log=print) -> BenchRepor
     timings, memory = [], []
     for case in plan.cases:
         spec = case.spec
-        log(f"[bench {time.perf_counter() - start:4.0f} s] {spec.label}: timing {len(plan.variants)} variants x {plan.repeats} repeats "
-            f"over {case.timing_images} images, batch {spec.batch_size} ...")
+        log(f"[bench {time.perf_counter() - start:4.0f} s] {spec.label}: timing "
+            f"{len(plan.variants)} variants x {plan.repeats} repeats over {case.timing_images} "
+            f"images, batch {spec.batch_size} ...")
         model = spec.build()
-        dataset = random_images(case.timing_images, spec.channels, spec.img_size)
+        dataset = random_images(case.timing_images, spec.channels, spec.img_size,
+                                num_classes=model.num_classes)
         timings.append(time_passes(model, dataset, spec.batch_size, plan.repeats, device,
                                    plan.variants, label=spec.label))
         del model, dataset
-        log(f"[bench {time.perf_counter() - start:4.0f} s] {spec.label}: peak memory at {case.memory_n} and {4 * case.memory_n} images, "
-            f"batch {case.memory_spec.batch_size} (fresh subprocesses) ...")
-        memory.append(memory_scaling(case.memory_spec, case.memory_n, device, parallel=plan.parallel_memory))
+        if case.memory_n is None:
+            continue
+        log(f"[bench {time.perf_counter() - start:4.0f} s] {spec.label}: peak memory at "
+            f"{case.memory_n} and {4 * case.memory_n} images, batch {case.memory_spec.batch_size} "
+            "(fresh subprocesses) ...")
+        memory.append(memory_scaling(case.memory_spec, case.memory_n, device,
+                                     parallel=plan.parallel_memory))
     log(f"[bench {time.perf_counter() - start:4.0f} s] done")
     return BenchReport(device=device, threads=torch.get_num_threads(), timings=timings,
-                       memory=memory, seconds=time.perf_counter() - start)
+                       memory=memory, seconds=time.perf_counter() - start, skipped=skipped_classes())
 
 
 # --------------------------------------------------------------------------- output
@@ -513,9 +623,14 @@ def _verdict(ok: bool) -> str:
 
 
 def format_report(report: BenchReport) -> str:
-    out = [f"vitphase bench: device {report.device}, {report.threads} torch threads, "
-           f"accumulators {', '.join(report.timings[0].accumulators) if report.timings else '-'} "
-           "(+ FiniteCheck, always on)", ""]
+    out = [f"vitphase bench: device {report.device}, {report.threads} torch threads",
+           f"accumulators: {', '.join(report.timings[0].accumulators) if report.timings else '-'} "
+           "(+ FiniteCheck, which run_pass always adds)"]
+    if report.skipped:
+        out.append("not benchmarked (need the output of an earlier pass or a per-image store): "
+                   + ", ".join(f"{name} ({', '.join(args)})"
+                               for name, args in sorted(report.skipped.items())))
+    out.append("")
     out.append(f"Time per pass, median of interleaved repeats (target capture/plain <= {TIME_TARGET}x)")
     rows = []
     for t in report.timings:
@@ -532,6 +647,25 @@ def format_report(report: BenchReport) -> str:
         rows = [[t.model, *[f"{t.median(v) * 1e3:.0f} ms ({t.median(v) / t.plain:.2f}x)" for v in variants]]
                 for t in extra]
         out.append(_table(["model", *variants], rows))
+    timed = [t for t in report.timings if t.callback_seconds]
+    if timed:
+        out += ["", "Time inside each accumulator's callbacks during 'capture' (median per pass; "
+                    "share of plain)"]
+        names = sorted({name for t in timed for name in t.callback_seconds})
+        rows = []
+        for t in timed:
+            row = [t.model]
+            for name in names:
+                spent = t.callback_seconds.get(name)
+                median = statistics.median(spent) if spent else None
+                row.append(f"{median * 1e3:.0f} ms ({median / t.plain:.2f})" if spent else "-")
+            rest = statistics.median(
+                [c - sum(t.callback_seconds[n][i] for n in t.callback_seconds)
+                 for i, c in enumerate(t.seconds[CAPTURE])]) - t.plain
+            rows.append(row + [f"{rest * 1e3:.0f} ms ({rest / t.plain:.2f})"])
+        out.append(_table(["model", *names, "rest of overhead*"], rows))
+        out.append("*capture minus plain minus the callbacks: hooks, unfused attention, head "
+                   "averaging, FiniteCheck")
     out += ["", f"Peak memory of the streaming pass, fresh subprocess each (target flat in n: "
                 f"mem(4n)/mem(n) <= {MEMORY_TARGET}x)"]
     rows = []
@@ -549,8 +683,13 @@ def format_report(report: BenchReport) -> str:
         headers.append("CUDA peak")
     out.append(_table(headers + ["ratio", "<=1.1x"], rows))
     sources = sorted({r.peak_source for m in report.memory for r in (m.small, m.large)})
-    out += ["", f"Peak RSS from {', '.join(sources)}. *ru_maxrss of the child as the kernel reports it; "
-                "on Linux it includes the parent's peak (inherited at exec), so it is not used.",
+    skipped = [t.model for t in report.timings if t.model not in {m.model for m in report.memory}]
+    if skipped:
+        out.append(f"(memory not measured for {', '.join(skipped)} in this run; the full run "
+                   "measures it)")
+    out += ["", f"Peak RSS from {', '.join(sources) or '-'}. *ru_maxrss of the child as the kernel "
+                "reports it; on Linux it includes the parent's peak (inherited at exec), so it is "
+                "not used.",
             f"({report.seconds:.0f} s. Timings are wall clock on a possibly shared machine; "
             "'paired range' is capture/plain within each repetition.)"]
     return "\n".join(out)

@@ -175,3 +175,98 @@ def check_collapse_b_vs_l(final_nc: pd.DataFrame, models: tuple[str, ...]) -> Cl
     return ClaimCheck("C5a final geometry B vs L", "ViT-B ends with better NC1-NC4 than ViT-L",
                       f"{models[1]} vs {models[2]}: {measured}", holds,
                       f"{models[1]} is better on {sum(better.values())} of 4 NC measures")
+
+
+def isi_summary(scrambling: pd.DataFrame, collapse_below: float = 0.004,
+                chaotic_above: float = 0.02) -> pd.DataFrame:
+    """T8: per model, the ISI range over the blocks, where it peaks, and the regime of the peak."""
+    from .metrics.scrambling import isi_regime
+    rows = []
+    for model, frame in scrambling.groupby("model", sort=False):
+        blocks = frame[~frame.layer.isin(["raw", "pe", "head"])]
+        peak = blocks.loc[blocks.isi.idxmax()]
+        rows.append({"model": model, "isi_min": float(blocks.isi.min()), "isi_max": float(peak.isi),
+                     "isi_median": float(blocks.isi.median()), "peak_block": int(peak.layer),
+                     "regime_at_peak": isi_regime(float(peak.isi), collapse_below, chaotic_above),
+                     "failure_signature": bool(peak.isi > PAPER["isi_failure_threshold"])})
+    return pd.DataFrame(rows)
+
+
+def check_scrambling_regimes(summary: pd.DataFrame, models: tuple[str, ...]) -> ClaimCheck:
+    """C4: the B-shaped model stays in controlled consensus (peak ISI in 0.004-0.02) while the
+    deeper L-shaped model scrambles more (higher peak ISI)."""
+    measured = "; ".join(f"{r.model}: ISI {r.isi_min:.4f} to {r.isi_max:.4f} (peak at block "
+                         f"{r.peak_block}, {r.regime_at_peak})" for r in summary.itertuples())
+    if len(models) != 3:
+        return ClaimCheck("C4 scrambling regimes", "ViT-B 0.004-0.009; ViT-L peaks at 0.031",
+                          measured, None, "needs three models (S, B, L)")
+    frame = summary.set_index("model")
+    b, l_ = frame.loc[models[1]], frame.loc[models[2]]
+    controlled = b.regime_at_peak == "controlled consensus"
+    deeper_scrambles = l_.isi_max > b.isi_max
+    holds = bool(controlled and deeper_scrambles)
+    reason = (f"{models[1]} peaks in '{b.regime_at_peak}' ({b.isi_max:.4f}); {models[2]} peaks "
+              f"{'higher' if deeper_scrambles else 'lower'} ({l_.isi_max:.4f})")
+    return ClaimCheck("C4 scrambling regimes", "ViT-B stays in 0.004-0.009 (controlled); ViT-L "
+                      "climbs to 0.031 (chaotic)", measured, holds, reason)
+
+
+def tradeoff_layers(probes: pd.DataFrame, fraction: float = 0.95, feature: str = "cls") -> pd.DataFrame:
+    """T10: the first block whose probe top-1 reaches ``fraction`` of the model's best probe top-1."""
+    rows = []
+    for model, frame in probes[probes.feature == feature].groupby("model", sort=False):
+        blocks = frame[~frame.layer.isin(["raw", "pe", "head"])].copy()
+        blocks["block"] = blocks.layer.astype(int)
+        best = float(frame.probe_top1.max())
+        reached = blocks[blocks.probe_top1 >= fraction * best].sort_values("block")
+        layer = int(reached.block.iloc[0]) if len(reached) else None
+        depth = int(blocks.block.max())
+        rows.append({"model": model, "feature": feature, "best_probe_top1": best,
+                     "threshold": fraction * best, "tradeoff_block": layer, "blocks": depth,
+                     "tradeoff_depth": layer / depth if layer else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def check_tradeoff_offset(tradeoff: pd.DataFrame, models: tuple[str, ...]) -> ClaimCheck:
+    """C5 (trade-off half): the L-shaped model reaches the trade-off later than the B-shaped one
+    (paper: about 10 layers later)."""
+    if len(models) != 3:
+        return ClaimCheck("C5b depth inefficiency", "ViT-L ~10 layers later than ViT-B",
+                          "needs three models", None, "not S/B/L-shaped")
+    frame = tradeoff.set_index("model")
+    b, l_ = frame.loc[models[1]], frame.loc[models[2]]
+    if pd.isna(b.tradeoff_block) or pd.isna(l_.tradeoff_block):
+        return ClaimCheck("C5b depth inefficiency", "ViT-L ~10 layers later than ViT-B",
+                          "a model never reaches the threshold inside its blocks", None,
+                          "no trade-off block to compare")
+    offset = int(l_.tradeoff_block - b.tradeoff_block)
+    measured = (f"trade-off block {models[1]} {int(b.tradeoff_block)}/{b.blocks}, {models[2]} "
+                f"{int(l_.tradeoff_block)}/{l_.blocks}: offset {offset:+d} blocks")
+    return ClaimCheck("C5b depth inefficiency", f"ViT-L reaches ViT-B's trade-off about "
+                      f"{PAPER['tradeoff_offset_layers']} layers later", measured, bool(offset > 0),
+                      "the deeper model needs more blocks" if offset > 0 else
+                      "the deeper model does not need more blocks")
+
+
+def all_checks(study) -> list[ClaimCheck]:
+    """Every claim's verdict from a study's cached tables (the Summary chapter's T11)."""
+    from .metrics import phase_table
+    per_layer = study.collect("analysis", "per_layer")
+    phases = phase_table(per_layer)
+    summary = study.collect("analysis", "summary")
+    scaled = study.collect("pe_scaling", "per_layer")
+    c2_table = summary[["model", "pe_dominance_ratio"]].merge(phases[["model", "cliff_drop_block1"]], on="model")
+    landmarks = attention_landmarks(study.collect("analysis", "attention"), phases)
+    collapse = study.collect("analysis", "collapse")
+    feature = "cls" if (collapse.feature == "cls").any() else "mean"
+    final = collapse[(collapse.layer == "head") & (collapse.feature == feature)]
+    probes = study.collect("analysis", "probes")
+    return [
+        check_phases(phases),
+        check_pe_drives_cliff(c2_table, study.collect("pe_scaling", "top1"),
+                              phase_table(scaled, by=("model", "alpha"))),
+        check_cls_marginalization(landmarks, summary[["model", "top1"]]),
+        check_scrambling_regimes(isi_summary(study.collect("analysis", "scrambling")), study.models),
+        check_collapse_b_vs_l(final, study.models),
+        check_tradeoff_offset(tradeoff_layers(probes, feature=feature), study.models),
+    ]

@@ -42,7 +42,7 @@ class Study:
     pe_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
     checkpoints: dict = field(default_factory=dict)  # timm models: name -> local weights file
     pretrained: bool = True              # timm models: False = random initialisation (tests)
-    aci_max_images: int | None = None    # images entering the Attention Consensus Index (None: all)
+    aci_max_images: int | None = 512     # images entering the Attention Consensus Index (None: all)
     infox_dims: int = 16                 # principal components of tokens / targets in the InfoX decoders
     probe_max_dim: int | None = None     # PCA the probe features to this width first (None: never)
     refresh: bool = False                # recompute instead of loading cached tables

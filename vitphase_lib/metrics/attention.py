@@ -51,7 +51,8 @@ class AttentionGraph(Accumulator):
 
     def __init__(self, layout: ViTLayout, aci_max_images: int | None = None):
         super().__init__(layout)
-        if aci_max_images is not None and (not isinstance(aci_max_images, int) or aci_max_images < 1):
+        if aci_max_images is not None and (not isinstance(aci_max_images, int)
+                                           or isinstance(aci_max_images, bool) or aci_max_images < 1):
             raise TypeError(f"aci_max_images must be a positive int or None, got {aci_max_images!r}")
         self.aci_max_images = aci_max_images
         self._aci_seen: dict[int, int] = {}  # host-side counts: no device sync needed
@@ -59,7 +60,7 @@ class AttentionGraph(Accumulator):
     def on_attention(self, block: int, attention: torch.Tensor) -> None:
         prefix = self.layout.num_prefix_tokens
         batch = attention.shape[0]
-        self.add(f"{block}/images", torch.tensor(float(batch), device=attention.device))
+        self.add(f"{block}/images", batch)
         self.add(f"{block}/attention", attention.sum(dim=0))
         if self.layout.has_cls:
             self.add(f"{block}/ccc", cls_centrality(attention, prefix).sum())
@@ -67,7 +68,7 @@ class AttentionGraph(Accumulator):
         take = batch if self.aci_max_images is None else max(0, min(batch, self.aci_max_images - seen))
         if take:
             self.add(f"{block}/aci", consensus_index(attention[:take], prefix).sum())
-            self.add(f"{block}/aci_images", torch.tensor(float(take), device=attention.device))
+            self.add(f"{block}/aci_images", take)
             self._aci_seen[block] = seen + take
 
     def result(self) -> pd.DataFrame:

@@ -40,7 +40,12 @@ class Accumulator:
         pass
 
     # ---- sums
-    def add(self, key: str, value: torch.Tensor) -> None:
+    def add(self, key: str, value: torch.Tensor | float) -> None:
+        """Add to a running sum: a tensor (kept in float64 on its device) or a host-side number
+        such as an image count (kept as a Python float: no device transfer, no sync)."""
+        if not isinstance(value, torch.Tensor):
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+            return
         value = value.detach().to(torch.float64)
         if key in self.sums:
             self.sums[key] += value
@@ -49,13 +54,25 @@ class Accumulator:
 
     def merge(self, other: "Accumulator") -> None:
         for key, value in other.sums.items():
-            self.add(key, value.to(next(iter(self.sums.values())).device) if self.sums else value)
+            if isinstance(value, torch.Tensor) and key in self.sums:
+                value = value.to(self.sums[key].device)
+            self.add(key, value)
 
     def all_reduce(self) -> None:
         """Sum every running sum over the ranks of the default process group (torch.distributed)."""
         import torch.distributed as dist
         for key in sorted(self.sums):
-            dist.all_reduce(self.sums[key])
+            value = self.sums[key]
+            if isinstance(value, torch.Tensor):
+                dist.all_reduce(value)
+            else:
+                total = torch.tensor(value, dtype=torch.float64)
+                dist.all_reduce(total)
+                self.sums[key] = float(total)
+
+    @classmethod
+    def reads_attention(cls) -> bool:
+        return cls.on_attention is not Accumulator.on_attention
 
     def result(self) -> pd.DataFrame:
         raise NotImplementedError

@@ -61,10 +61,13 @@ class CollapseMoments(Accumulator):
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
         for feature, x in layer_features(self.layout, layer, tokens).items():
-            x = x.double()
-            sums = torch.zeros(self.num_classes, x.shape[1], dtype=torch.float64, device=x.device)
-            self.add(f"{layer}/{feature}/sums", sums.index_add_(0, self.labels, x))
-            self.add(f"{layer}/{feature}/m2", x.T @ x)
+            key = f"{layer}/{feature}"
+            if f"{key}/sums" not in self.sums:
+                self.sums[f"{key}/sums"] = torch.zeros(self.num_classes, x.shape[1],
+                                                       dtype=torch.float64, device=x.device)
+            x = x.double()  # float64 products: NC1 subtracts class-mean terms from m2 (cancellation)
+            self.sums[f"{key}/sums"].index_add_(0, self.labels, x)
+            self.add(f"{key}/m2", x.T @ x)
 
     def keys(self) -> list[tuple[str, str]]:
         return [tuple(k.rsplit("/", 2)[:2]) for k in self.sums if k.endswith("/sums")]
@@ -117,7 +120,11 @@ def collapse_geometry(counts: torch.Tensor, sums: torch.Tensor, m2: torch.Tensor
     etf = c / (c - 1) * (torch.eye(c, dtype=gram.dtype, device=gram.device) - 1.0 / c)
     nc2 = float((gram / gram.norm() - etf / etf.norm()).norm())
     if head is not None:
-        weight, bias = head[0].double()[present], head[1].double()[present]
+        if len(counts) > head[0].shape[0]:
+            raise ValueError(f"the labels have {len(counts)} classes but the classifier head only "
+                             f"{head[0].shape[0]} outputs; pass labels_match_head=False")
+        index = torch.nonzero(present).flatten()
+        weight, bias = head[0].double()[index], head[1].double()[index]
         kind = "head"
     else:
         weight, bias = _least_squares_classifier(n_c, means, m2 / n, sums[present].sum(0) / n)
@@ -154,14 +161,15 @@ class NearestClassCenter(Accumulator):
             if geo is None:
                 continue
             x = x.double()
-            distances = torch.cdist(x, geo.class_means.to(x.device))
+            distances = torch.cdist(x, geo.class_means.to(x.device),
+                                    compute_mode="donot_use_mm_for_euclid_dist")
             nearest = distances.topk(2, dim=1, largest=False).values
             ncc = distances.argmin(dim=1)
             predicted = (x @ geo.weight.to(x.device).T + geo.bias.to(x.device)).argmax(dim=1)
             key = f"{layer}/{feature}"
             self.add(f"{key}/agree", (ncc == predicted).sum())
             self.add(f"{key}/margin", (nearest[:, 1] - nearest[:, 0]).sum())
-            self.add(f"{key}/images", torch.tensor(float(len(x)), device=x.device))
+            self.add(f"{key}/images", len(x))
 
     def result(self) -> pd.DataFrame:
         rows = []

@@ -9,23 +9,29 @@ from ..capture import ViTLayout
 from .base import Accumulator
 
 
+def _mean_pairwise_cosine(x: torch.Tensor, norms: torch.Tensor, floor: torch.Tensor | float) -> torch.Tensor:
+    """sum_{i != j} cos(x_i, x_j) / (N (N - 1)) per image, from sum_{i != j} cos =
+    ||sum_i u_i||^2 - #{i: x_i != 0} with u_i the unit vectors; vectors with norm <= floor
+    count as zero. No N x N matrix is formed."""
+    nonzero = norms > floor
+    unit = x * (nonzero / norms.clamp_min(1e-30)).unsqueeze(-1)
+    n = x.shape[1]
+    return (unit.sum(dim=1).square().sum(dim=-1) - nonzero.sum(dim=1)) / (n * (n - 1))
+
+
 def pairwise_cosine_mean(tokens: torch.Tensor, center: bool) -> torch.Tensor:
     """Mean of cos(h_i, h_j) over pairs i != j of each image's tokens, shape (B,).
 
-    ``tokens`` is (B, N, D). With ``center``, each image's mean token is subtracted first. Uses
-    sum_{i != j} cos = ||sum_i c_i||^2 - sum_i ||c_i||^2 with c_i the unit vectors (a zero
-    vector contributes nothing), so no N x N matrix is formed.
+    ``tokens`` is (B, N, D). With ``center``, each image's mean token is subtracted first, and a
+    token equal to the mean (to float rounding: norm <= 1e-5 x the mean token norm) is a zero
+    vector, contributing nothing.
     """
     x = tokens.float()
-    if center:
-        scale = x.norm(dim=-1).mean(dim=1, keepdim=True)  # (B, 1)
-        x = x - x.mean(dim=1, keepdim=True)
-        # a token equal to the image mean (to float rounding) is a zero vector, not noise
-        x = x * (x.norm(dim=-1) > 1e-5 * scale).unsqueeze(-1)
-    unit = F.normalize(x, dim=-1, eps=1e-12)
-    total = unit.sum(dim=1).square().sum(dim=-1) - unit.square().sum(dim=(1, 2))
-    n = x.shape[1]
-    return total / (n * (n - 1))
+    norms = x.norm(dim=-1)
+    if not center:
+        return _mean_pairwise_cosine(x, norms, 0.0)
+    centered = x - x.mean(dim=1, keepdim=True)
+    return _mean_pairwise_cosine(centered, centered.norm(dim=-1), 1e-5 * norms.mean(dim=1, keepdim=True))
 
 
 class TokenGeometry(Accumulator):
@@ -34,11 +40,14 @@ class TokenGeometry(Accumulator):
     name = "geometry"
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
-        patches = tokens if layer == "raw" else tokens[:, self.layout.num_prefix_tokens:]
-        self.add(f"{layer}/centered", pairwise_cosine_mean(patches, center=True).sum())
-        self.add(f"{layer}/raw", pairwise_cosine_mean(patches, center=False).sum())
-        self.add(f"{layer}/norm", patches.float().norm(dim=-1).mean(dim=1).sum())
-        self.add(f"{layer}/images", torch.tensor(float(patches.shape[0]), device=patches.device))
+        x = (tokens if layer == "raw" else tokens[:, self.layout.num_prefix_tokens:]).float()
+        norms = x.norm(dim=-1)                                   # computed once, used thrice
+        centered = x - x.mean(dim=1, keepdim=True)
+        floor = 1e-5 * norms.mean(dim=1, keepdim=True)
+        self.add(f"{layer}/centered", _mean_pairwise_cosine(centered, centered.norm(dim=-1), floor).sum())
+        self.add(f"{layer}/raw", _mean_pairwise_cosine(x, norms, 0.0).sum())
+        self.add(f"{layer}/norm", norms.mean(dim=1).sum())
+        self.add(f"{layer}/images", x.shape[0])
 
     def result(self) -> pd.DataFrame:
         rows = []

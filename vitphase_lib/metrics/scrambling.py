@@ -44,10 +44,10 @@ class TokenMoments(Accumulator):
     name = "token-moments"
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
-        x = _patch_tokens(self.layout, layer, tokens).reshape(-1, tokens.shape[-1]).double()
-        self.add(f"{layer}/count", torch.tensor(float(len(x)), device=x.device))
+        x = _patch_tokens(self.layout, layer, tokens).reshape(-1, tokens.shape[-1]).float()
+        self.add(f"{layer}/count", len(x))
         self.add(f"{layer}/sum", x.sum(dim=0))
-        self.add(f"{layer}/m2", x.T @ x)
+        self.add(f"{layer}/m2", x.T @ x)  # batch product in float32, running sum in float64
 
     def projection(self, layer: str, k: int, standardize: bool = False) -> "Projection":
         n = self.sums[f"{layer}/count"]
@@ -123,29 +123,37 @@ class DecoderFit(_DecoderPass):
                 self.add(f"{layer}/{kind}/{fold}/xx", f.T @ f)
                 self.add(f"{layer}/{kind}/{fold}/xy", f.T @ t)
                 self.add(f"{layer}/{kind}/{fold}/yy", t.square().sum())
-                self.add(f"{layer}/{kind}/{fold}/samples", torch.tensor(float(len(f)), device=x.device))
+                self.add(f"{layer}/{kind}/{fold}/samples", len(f))
 
     def _moments(self, layer: str, kind: str, fold: int):
         key = f"{layer}/{kind}/{fold}"
         return (self.sums[f"{key}/xx"], self.sums[f"{key}/xy"], self.sums[f"{key}/yy"],
                 self.sums[f"{key}/samples"])
 
-    @staticmethod
-    def _solve(xx, xy, samples, ridge):
-        eye = torch.eye(len(xx), dtype=xx.dtype, device=xx.device)
-        return torch.linalg.solve(xx + ridge * samples * eye, xy)
+    def _system(self, layer: str, kind: str, folds: tuple[int, ...]):
+        """X'X, X'Y, sample count and the eigendecomposition of X'X over ``folds`` (cached, so
+        every ridge of the grid costs two matrix products instead of a solve)."""
+        cache = self.__dict__.setdefault("_systems", {})
+        if (layer, kind, folds) not in cache:
+            moments = [self._moments(layer, kind, f) for f in folds]
+            xx, xy, samples = (sum(m[i] for m in moments) for i in (0, 1, 3))
+            cache[(layer, kind, folds)] = (xx, xy, samples, torch.linalg.eigh(xx))
+        return cache[(layer, kind, folds)]
 
     def _fit(self, layer: str, kind: str, folds: tuple[int, ...], ridge: float,
              self_ridge: float | None = None) -> torch.Tensor:
-        moments = [self._moments(layer, kind, f) for f in folds]
-        xx, xy, samples = (sum(m[i] for m in moments) for i in (0, 1, 3))
-        if kind == "self":
-            return self._solve(xx, xy, samples, ridge)
-        prior = _block_diagonal(self._fit(layer, "self", folds, self_ridge), self.inputs[layer],
-                                xx.shape[0])
-        if ridge == float("inf"):
-            return prior
-        return prior + self._solve(xx, xy - xx @ prior, samples, ridge)
+        """Ridge solution (X'X + ridge n I)^-1 X'Y; for the all decoder, shrunk towards the
+        self decoder S fitted on the same folds: S + (X'X + ridge n I)^-1 (X'Y - X'X S)."""
+        xx, xy, samples, (values, vectors) = self._system(layer, kind, folds)
+        prior = None
+        if kind == "all":
+            prior = _block_diagonal(self._fit(layer, "self", folds, self_ridge), self.inputs[layer],
+                                    xx.shape[0])
+            if ridge == float("inf"):
+                return prior
+            xy = xy - xx @ prior
+        solution = vectors @ ((vectors.T @ xy) / (values + ridge * samples)[:, None])
+        return solution if prior is None else prior + solution
 
     def choose_ridge(self, layer: str, kind: str, self_ridge: float | None = None
                      ) -> tuple[float, dict[float, float]]:
@@ -173,6 +181,7 @@ class DecoderFit(_DecoderPass):
             self.ridges[(layer, "self")], self.ridges[(layer, "all")] = self_ridge, all_ridge
             out[layer] = {"self": self._fit(layer, "self", (0, 1), self_ridge),
                           "all": self._fit(layer, "all", (0, 1), all_ridge, self_ridge)}
+            self.__dict__.pop("_systems", None)  # free the cached eigendecompositions
         return out
 
 
@@ -209,7 +218,7 @@ class DecoderScore(_DecoderPass):
             self.add(f"{layer}/{kind}/sse", (predicted.reshape(b * n, -1) - flat_y).square().sum())
         self.add(f"{layer}/y_sum", flat_y.sum(dim=0))
         self.add(f"{layer}/y_sq", flat_y.square().sum(dim=0))
-        self.add(f"{layer}/samples", torch.tensor(float(b * n), device=x.device))
+        self.add(f"{layer}/samples", b * n)
 
     def result(self) -> pd.DataFrame:
         rows = []

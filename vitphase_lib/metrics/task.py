@@ -14,7 +14,7 @@ class Top1(Accumulator):
 
     def on_logits(self, logits: torch.Tensor) -> None:
         self.add("correct", (logits.argmax(-1) == self.labels).sum())
-        self.add("images", torch.tensor(float(len(logits)), device=logits.device))
+        self.add("images", len(logits))
 
     def result(self) -> pd.DataFrame:
         images = float(self.sums["images"])
@@ -23,20 +23,20 @@ class Top1(Accumulator):
 
 
 class FiniteCheck(Accumulator):
-    """Counts non-finite activations per layer on the device (no host sync per batch);
-    :meth:`check` raises once, at the end, naming the first offending layer."""
+    """Counts, per layer, the batches with NaN/inf activations, on the device (no host sync per
+    batch); :meth:`check` raises once, at the end, naming the first offending layer."""
 
     name = "finite"
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
-        self.add(layer, (~torch.isfinite(tokens)).sum())
+        self.add(layer, ~torch.isfinite(tokens).all())
 
     def check(self) -> None:
         for layer in self.layout.layer_names:
             bad = int(self.sums.get(layer, torch.zeros(())))
             if bad:
                 raise NonFiniteActivationError(
-                    f"layer {layer!r} produced {bad} NaN/inf activation values. Common causes: "
+                    f"layer {layer!r} produced NaN/inf activations in {bad} batch(es). Common causes: "
                     "fp16 overflow (use dtype='bfloat16' or 'float32'), corrupt weights, or "
                     "images that were not normalised. Nothing was cached.")
 

@@ -1,0 +1,94 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (chap-scrambling)=
+# # Information scrambling
+#
+# **Claim C4** of arXiv:2511.21635: the **Information Scrambling Index** separates three regimes
+# of how a ViT mixes information across tokens. For a layer $l$, $\mathrm{InfoX_{self}}$ is how well
+# a patch's original (pre-PE) embedding can be read back from that patch's own token, and
+# $\mathrm{InfoX_{all}}$ how well it can be read back from all of the image's tokens;
+# $\mathrm{ISI} = \mathrm{InfoX_{all}} - \mathrm{InfoX_{self}}$ is the information that has moved
+# to *other* tokens. The paper reports three regimes: communication collapse (ISI near 0),
+# controlled consensus (low positive; ViT-B stays in 0.004-0.009) and chaotic diffusion (ViT-L
+# climbs to 0.031; above about 0.02 is a failure signature). Definitions: {ref}`methods-infox`.
+
+# %% tags=["parameters"]
+profile = "default"  # base parameter set: smoke, default or paper (profiles/<name>.yaml)
+models = None  # list of model names: zoo models (mini-s, ...) or any timm ViT
+dataset = None  # "fashion-mnist" or the path of an ImageNet-style folder
+n_images = None  # images in the streaming analysis
+device = None  # "cpu", "cuda", ...
+dtype = None  # autocast dtype: "float32" or "bfloat16"
+batch_size = None  # images per forward pass
+overrides = {}  # any other parameter of vitphase_lib.study.Study, e.g. {"infox_dims": 32}
+
+# %%
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+
+from vitphase_lib import claims, plotting
+from vitphase_lib.study import Study
+
+study = Study.from_notebook(profile, overrides, models=models, dataset=dataset, n_images=n_images,
+                            device=device, dtype=dtype, batch_size=batch_size)
+scrambling = study.collect("analysis", "scrambling")
+
+# %% [markdown]
+# ## InfoX and ISI per layer
+#
+# {numref}`fig-f5` shows both reconstruction scores (held-out $R^2$) and their difference per
+# layer. Grey bands: the paper's regime thresholds 0.004 and 0.02.
+
+# %% mystnb={"figure": {"caption": "InfoX_self (left), InfoX_all (middle) and the Information Scrambling Index ISI = InfoX_all - InfoX_self (right) per layer, every model, against normalized depth. Grey lines: the regime thresholds 0.004 and 0.02.", "name": "fig-f5"}}
+import seaborn as sns
+
+frame = plotting.with_depth_axes(scrambling[scrambling.layer != "head"])
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+for ax, (column, label) in zip(axes, [("infox_self", "InfoX_self (held-out R²)"),
+                                      ("infox_all", "InfoX_all (held-out R²)"), ("isi", "ISI")]):
+    sns.lineplot(data=frame, x="normalized_depth", y=column, hue="model", marker="o", markersize=3, ax=ax)
+    ax.set_xlabel("normalized depth (block / L)")
+    ax.set_ylabel(label)
+for threshold in (0.004, 0.02):
+    axes[2].axhline(threshold, color="grey", lw=1, ls="--")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## ISI range and regime beside the paper
+
+# %%
+t8 = claims.isi_summary(scrambling)
+t8.insert(1, "paper model", [claims.paper_name(study.models, m) or "-" for m in t8.model])
+t8["paper"] = ["0.004-0.009 (controlled)" if p == "ViT-B" else "peak 0.031 (chaotic)" if p == "ViT-L"
+               else "n/r" for p in t8["paper model"]]
+plotting.myst_table(t8, "ISI range over the blocks, the block where it peaks and the regime of the "
+                    "peak, beside the paper's values (n/r = not reported).", "tab-t8", floatfmt=".4f")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(plotting.by_layer(scrambling, "isi", study.models).round(4).to_string())
+
+# %% [markdown]
+# ## Does C4 hold here?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+check = claims.check_scrambling_regimes(t8, study.models)
+print(f"C4 holds in this build: {check.holds}")
+print(check.reason)
+
+# %%
+display(Markdown(f"**Verdict ({study.profile} profile): C4 {plotting.verdict(check.holds)}** — "
+                 f"{check.reason}.\n\n{check.measured}."))
