@@ -32,3 +32,13 @@ def test_injected_parameters_are_removed_and_parameters_folded(tmp_path):
     assert cells[0].metadata.tags == ["parameters", "hide-cell"]
     assert cells[1].metadata.tags == ["injected-parameters", "remove-cell"]
     assert cells[2].metadata.get("tags", []) == []
+
+
+def test_duplicate_inline_scripts_are_dropped_once(tmp_path):
+    from vitphase_lib.pipeline import drop_duplicate_inline_scripts
+    page = tmp_path / "p.html"
+    page.write_text("<head>\n<script>const A = 1;</script>\n<script src='x.js'></script>\n"
+                    "<script>const A = 1;</script>\n<script>const B = 2;</script>\n</head>\n")
+    drop_duplicate_inline_scripts(page)
+    assert page.read_text() == ("<head>\n<script>const A = 1;</script>\n<script src='x.js'></script>\n"
+                                "<script>const B = 2;</script>\n</head>\n")

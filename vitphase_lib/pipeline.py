@@ -62,6 +62,35 @@ def build_book(profile: str, only: list[str] | None = None, html: bool = True,
         tqdm.write(f"executing {source.name}")
         execute_chapter(source, profile, output_dir)
     if html:
-        subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO_ROOT),
-                        "--builder", "html", "-W", "-n", "--keep-going"], check=True, cwd=REPO_ROOT)
+        build_html(REPO_ROOT)
     return REPO_ROOT / "_build" / "html" / "index.html"
+
+
+def build_html(root: Path) -> Path:
+    """Jupyter Book 1.x build of ``root`` (warnings are errors), then the HTML clean-up below."""
+    build = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(root),
+                            "--builder", "html", "-W", "-n", "--keep-going"],
+                           capture_output=True, text=True, cwd=root)
+    if build.returncode != 0:
+        raise RuntimeError(f"jupyter-book build failed:\n{build.stdout[-4000:]}\n{build.stderr[-4000:]}")
+    html = root / "_build" / "html"
+    for page in html.rglob("*.html"):
+        drop_duplicate_inline_scripts(page)
+    return html
+
+
+def drop_duplicate_inline_scripts(page: Path) -> None:
+    """Jupyter Book 1.x writes sphinx-thebe's and sphinx-togglebutton's inline configuration
+    scripts twice into every page; the repeated ``const THEBE_JS_URL`` is a console error in the
+    browser. Keep the first copy of each identical inline ``<script>`` line."""
+    seen, kept, changed = set(), [], False
+    for line in page.read_text().splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("<script>") and stripped.endswith("</script>"):
+            if stripped in seen:
+                changed = True
+                continue
+            seen.add(stripped)
+        kept.append(line)
+    if changed:
+        page.write_text("".join(kept))
