@@ -5,7 +5,7 @@ import torch
 
 from vitphase_lib.capture import ViTLayout
 from vitphase_lib.metrics.scrambling import (DecoderFit, DecoderScore, TokenMoments, isi_regime,
-                                             _block_diagonal)
+                                             _block_diagonal, _self_design)
 
 N, D = 9, 6
 LAYOUT = ViTLayout(num_blocks=3, num_prefix_tokens=1, has_cls=True, num_patches=N, width=D)
@@ -90,19 +90,48 @@ def test_cross_validation_error_matches_direct_evaluation():
     for train, test in ((0, 1), (1, 0)):
         w = fit._fit("3", "self", (train,), 1.0)
         rows = torch.arange(40) % 2 == test
-        xs = torch.cat([x[rows].reshape(-1, x.shape[-1]), torch.ones(int(rows.sum()) * N, 1, dtype=x.dtype)], 1)
+        xs = _self_design(x[rows]).reshape(-1, x.shape[-1] + N)
         total += float((xs @ w - y[rows].reshape(-1, y.shape[-1])).square().sum())
     assert errors[1.0] == pytest.approx(total, rel=1e-8)
 
 
 def test_all_decoder_contains_the_self_decoder():
     k, n, k_t = 3, 4, 2
-    self_weights = torch.arange((k + 1) * k_t, dtype=torch.float64).reshape(k + 1, k_t)
-    full = _block_diagonal(self_weights, None, n * k + 1)
+    self_weights = torch.arange((k + n) * k_t, dtype=torch.float64).reshape(k + n, k_t)
+    full = _block_diagonal(self_weights, n)
     x = torch.randn(5, n, k, dtype=torch.float64)
-    per_token = torch.cat([x, torch.ones(5, n, 1, dtype=x.dtype)], -1) @ self_weights
+    per_token = _self_design(x) @ self_weights
     all_tokens = torch.cat([x.reshape(5, n * k), torch.ones(5, 1, dtype=x.dtype)], -1) @ full
     torch.testing.assert_close(all_tokens.reshape(5, n, k_t), per_token)
+
+
+def test_an_additive_positional_offset_is_not_scrambling():
+    """Tokens z_i + p_i with a fixed offset per position (like a positional encoding): the self
+    decoder's per-position intercepts remove it, so ISI stays ~0."""
+    offsets = torch.randn(N, D, generator=torch.Generator().manual_seed(9)) * 3
+
+    def shifted(z):
+        cls = torch.zeros(z.shape[0], 1, D)
+        return {"raw": z, "pe": torch.cat([cls, z + offsets], 1), "1": torch.cat([cls, z + offsets], 1),
+                "2": torch.cat([cls, z], 1), "3": torch.cat([cls, z], 1), "head": torch.cat([cls, z], 1)}
+
+    def feed(acc, n_images, seed):
+        images = torch.randn(n_images, N, D, generator=torch.Generator().manual_seed(seed))
+        for z in images.split(100):
+            acc.begin_batch(torch.zeros(len(z), dtype=torch.long))
+            for layer, tokens in shifted(z).items():
+                acc.on_tokens(layer, tokens)
+
+    moments = TokenMoments(LAYOUT)
+    feed(moments, 1000, 1)
+    inputs = {layer: moments.projection(layer, 16) for layer in LAYOUT.layer_names}
+    target = moments.projection("raw", 16, standardize=True)
+    fit = DecoderFit(LAYOUT, inputs, target)
+    feed(fit, 2000, 2)
+    score = DecoderScore(LAYOUT, inputs, target, fit.decoders(), fit.ridges)
+    feed(score, 1000, 3)
+    pe = score.result().set_index("layer").loc["pe"]
+    assert pe.infox_self > 0.99 and abs(pe.isi) < 0.01
 
 
 @pytest.mark.parametrize("isi, regime", [(0.001, "communication collapse"), (0.006, "controlled consensus"),

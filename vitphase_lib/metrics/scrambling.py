@@ -8,7 +8,9 @@ Three streaming passes, memory independent of the number of images:
    layer's tokens to ``k`` dimensions. The target, the ``raw`` patch embedding standardised per
    dimension, is reduced to its top-``k_target`` principal components the same way.
 2. :class:`DecoderFit` (probe-fit images): the normal equations of two ridge decoders per layer,
-   - *self*: target of patch i from patch i's own token, one map shared by all positions;
+   - *self*: target of patch i from patch i's own token, one map shared by all positions, plus a
+     per-position intercept (so an additive positional offset, such as the PE itself, does not
+     count as information held elsewhere);
    - *all*: target of patch i from all N tokens of the image, one map per position. Its class
      contains the self decoder's (weight only on token i, the same for every i), and it is fitted
      as ridge regression shrunk *towards the fitted self decoder* S instead of towards zero:
@@ -79,6 +81,14 @@ def _with_intercept(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, torch.ones(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)], dim=-1)
 
 
+def _self_design(x: torch.Tensor) -> torch.Tensor:
+    """(B, N, k) tokens -> (B, N, k + N): each token and the one-hot of its position (the
+    self decoder's shared map and per-position intercepts)."""
+    b, n, _ = x.shape
+    positions = torch.eye(n, dtype=x.dtype, device=x.device).expand(b, n, n)
+    return torch.cat([x, positions], dim=-1)
+
+
 class _DecoderPass(Accumulator):
     """Shared by fit and score: the per-batch target (from ``raw``, which the model emits
     first) and the decoder inputs of every layer."""
@@ -113,8 +123,8 @@ class DecoderFit(_DecoderPass):
 
     def on_layer(self, layer: str, x: torch.Tensor, y: torch.Tensor) -> None:
         b, n, k = x.shape
-        designs = {"self": (_with_intercept(x), y), "all": (_with_intercept(x.reshape(b, 1, n * k)),
-                                                             y.reshape(b, 1, -1))}
+        designs = {"self": (_self_design(x), y), "all": (_with_intercept(x.reshape(b, 1, n * k)),
+                                                         y.reshape(b, 1, -1))}
         for kind, (features, targets) in designs.items():
             for fold in (0, 1):
                 rows = self._fold == fold
@@ -147,8 +157,8 @@ class DecoderFit(_DecoderPass):
         xx, xy, samples, (values, vectors) = self._system(layer, kind, folds)
         prior = None
         if kind == "all":
-            prior = _block_diagonal(self._fit(layer, "self", folds, self_ridge), self.inputs[layer],
-                                    xx.shape[0])
+            prior = _block_diagonal(self._fit(layer, "self", folds, self_ridge),
+                                    self.layout.num_patches)
             if ridge == float("inf"):
                 return prior
             xy = xy - xx @ prior
@@ -172,7 +182,7 @@ class DecoderFit(_DecoderPass):
 
     def decoders(self) -> dict[str, dict[str, torch.Tensor]]:
         """Ridge solutions per layer, refitted on both folds with the cross-validated ridge:
-        ``self`` (k+1, k_t) and ``all`` (N k + 1, N k_t); ``self.ridges`` records the choice."""
+        ``self`` (k + N, k_t) and ``all`` (N k + 1, N k_t); ``self.ridges`` records the choice."""
         out: dict[str, dict[str, torch.Tensor]] = {}
         self.ridges: dict[tuple[str, str], float] = {}
         for layer in self.inputs:
@@ -185,16 +195,15 @@ class DecoderFit(_DecoderPass):
         return out
 
 
-def _block_diagonal(self_weights: torch.Tensor, projection: "Projection", size: int) -> torch.Tensor:
-    """The self decoder (k + 1, k_t) written as an all decoder (N k + 1, N k_t): block i maps
-    token i to target i, and the intercept row is repeated for every position."""
-    k = self_weights.shape[0] - 1
-    n = (size - 1) // k
+def _block_diagonal(self_weights: torch.Tensor, n: int) -> torch.Tensor:
+    """The self decoder (k + N, k_t) written as an all decoder (N k + 1, N k_t): block i maps
+    token i to target i, and the intercept row holds each position's own intercept."""
+    k = self_weights.shape[0] - n
     k_t = self_weights.shape[1]
-    weights = torch.zeros(size, n * k_t, dtype=self_weights.dtype, device=self_weights.device)
+    weights = torch.zeros(n * k + 1, n * k_t, dtype=self_weights.dtype, device=self_weights.device)
     for i in range(n):
         weights[i * k:(i + 1) * k, i * k_t:(i + 1) * k_t] = self_weights[:k]
-    weights[-1] = self_weights[k].repeat(n)
+        weights[-1, i * k_t:(i + 1) * k_t] = self_weights[k + i]
     return weights
 
 
@@ -211,7 +220,7 @@ class DecoderScore(_DecoderPass):
     def on_layer(self, layer: str, x: torch.Tensor, y: torch.Tensor) -> None:
         b, n, k = x.shape
         w = self.decoders[layer]
-        predictions = {"self": _with_intercept(x.reshape(b * n, k)) @ w["self"].to(x.device),
+        predictions = {"self": _self_design(x).reshape(b * n, -1) @ w["self"].to(x.device),
                        "all": (_with_intercept(x.reshape(b, n * k)) @ w["all"].to(x.device))}
         flat_y = y.reshape(b * n, -1)
         for kind, predicted in predictions.items():
