@@ -6,6 +6,7 @@ keyed by the model's weights, the data and the parameters, so chapters share one
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,7 @@ from .analysis import PassConfig, full_analysis_tables, pe_scaling_tables
 from .data import analysis_splits, load_fashion_mnist
 from .loading import LoadedModel, load_model
 from .results import cached_tables
+from .zoo import cache_root
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -174,17 +176,23 @@ class Study:
         labels = images.labels
         num_classes = max(len(images.classes), int(labels.max()) + 1)
         labels_match_head = loaded.kind == "zoo" or bool(getattr(images, "imagenet_order", False))
+        def compute() -> dict[str, pd.DataFrame]:
+            # probe features go to memory-mapped files, deleted once the probes are scored
+            scratch = cache_root() / "scratch"
+            scratch.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=scratch) as features:
+                return full_analysis_tables(
+                    loaded.model, self.data(model_name), self.data(model_name, "probe_fit"),
+                    self.data(model_name, "probe_score"), num_classes, self.pass_config,
+                    labels_match_head=labels_match_head, aci_max_images=self.aci_max_images,
+                    infox_dims=self.infox_dims, probe_max_dim=self.probe_max_dim,
+                    feature_folder=features, seed=self.seed, desc=model_name)
+
         return cached_tables(
             "analysis", self._key(model_name, aci_max_images=self.aci_max_images,
                                   infox_dims=self.infox_dims, probe_max_dim=self.probe_max_dim,
                                   n_probe_fit=self.n_probe_fit, n_probe_score=self.n_probe_score),
-            lambda: full_analysis_tables(
-                loaded.model, self.data(model_name), self.data(model_name, "probe_fit"),
-                self.data(model_name, "probe_score"), num_classes, self.pass_config,
-                labels_match_head=labels_match_head, aci_max_images=self.aci_max_images,
-                infox_dims=self.infox_dims, probe_max_dim=self.probe_max_dim, seed=self.seed,
-                desc=model_name),
-            refresh=self.refresh)
+            compute, refresh=self.refresh)
 
 
     def pe_scaling(self, model_name: str) -> dict[str, pd.DataFrame]:
