@@ -229,7 +229,11 @@ class Study:
                    "parameters": count_parameters(vit), "source": loaded.source}
             if loaded.kind == "zoo":
                 record = training_record(name)
-                snapshot = next(s for s in record["snapshots"] if s["sha256"] == loaded.fingerprint)
+                snapshot = next((s for s in record["snapshots"] if s["sha256"] == loaded.fingerprint), None)
+                if snapshot is None:
+                    raise RuntimeError(f"{name}: the checkpoint in use ({loaded.source}) is not in the "
+                                       "training record yet (the run saves its record every 5 minutes "
+                                       "and every epoch); re-run once it has been saved.")
                 n_test = record["train"].get("n_test")
                 test = self._fashion_test if n_test is None else self._fashion_test.subset(range(n_test))
                 # the recorded top-1 was measured on the Fashion-MNIST test set, whatever 'dataset' says
