@@ -29,7 +29,7 @@ def _feed(accumulator, n_images: int, seed: int, batch: int = 100) -> None:
             accumulator.on_tokens(layer, tokens)
 
 
-def _scores(batch: int = 100) -> "pd.DataFrame":
+def _scores(batch: int = 100):
     moments = TokenMoments(LAYOUT)
     _feed(moments, 2000, 1, batch)
     inputs = {layer: moments.projection(layer, 16) for layer in LAYOUT.layer_names}

@@ -39,11 +39,8 @@ def _zoo_train(args: argparse.Namespace) -> int:
 
 
 def _zoo_ensure(args: argparse.Namespace) -> int:
-    import json
-
-    from .zoo import SHIPPED_ZOO_DIR
-    manifest = SHIPPED_ZOO_DIR / "manifest.json"
-    shipped = json.loads(manifest.read_text())["models"] if manifest.is_file() else {}
+    from .zoo import shipped_manifest
+    shipped = shipped_manifest()["models"]
     missing = [name for name in DEFAULT_ZOO if name not in shipped]
     if not missing:
         return 0

@@ -2,7 +2,6 @@
 timm ViT (``vit_base_patch16_224.augreg2_in21k_ft_in1k``...), with a fingerprint for caching."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch
 from .io import sha256_file
 from .models import ALL_MINI_CONFIGS, TINY_ZOO, check_vit
 from .zoo import (SHIPPED_ZOO_DIR, CheckpointError, ZOO_TRAINING, load_weights_file,
-                  training_dir)
+                  shipped_manifest, total_steps, training_dir)
 
 
 class UnknownModelError(ValueError):
@@ -27,16 +26,11 @@ class LoadedModel:
     kind: str          # 'zoo' (28 px Fashion-MNIST models) or 'timm'
 
 
-def _shipped_manifest() -> dict:
-    path = SHIPPED_ZOO_DIR / "manifest.json"
-    return json.loads(path.read_text()) if path.is_file() else {"models": {}}
-
-
 def load_zoo_model(name: str, snapshot: str = "final") -> LoadedModel:
     """A zoo model: the shipped checkpoint (sha256-verified) when there is one, else the newest
     checkpoint of the local training run (tiny models are trained on demand, in seconds)."""
     config = ALL_MINI_CONFIGS[name]
-    shipped = _shipped_manifest()["models"].get(name)
+    shipped = shipped_manifest()["models"].get(name)
     if shipped is not None:
         entry = _pick_snapshot(shipped["snapshots"], snapshot, name)
         path = SHIPPED_ZOO_DIR / entry["file"]
@@ -46,7 +40,6 @@ def load_zoo_model(name: str, snapshot: str = "final") -> LoadedModel:
     run_dir = training_dir(name)
     if name in TINY_ZOO:
         _train_tiny(name)
-    state_log = run_dir / "log.json"
     snapshots = sorted(run_dir.glob(f"{name}-step*.safetensors"))
     if not snapshots:
         raise CheckpointError(
@@ -54,9 +47,8 @@ def load_zoo_model(name: str, snapshot: str = "final") -> LoadedModel:
             f"checkpoint. Train it with `vitphase zoo train --model {name}` (README, 'Mini zoo').")
     path = snapshots[-1] if snapshot == "final" else _match_local(snapshots, snapshot, name)
     digest = sha256_file(path)
-    total_steps = _total_steps(name)
     step = int(path.stem.split("step")[-1])
-    fraction = step / total_steps
+    fraction = step / total_steps(name)
     model = load_weights_file(path, config)
     note = "" if fraction >= 1 else " — training in progress"
     return LoadedModel(name, model, digest,
@@ -78,13 +70,6 @@ def _match_local(paths: list[Path], which: str, name: str) -> Path:
         if path.stem.endswith(f"step{int(which):06d}"):
             return path
     raise CheckpointError(f"{name} has no local snapshot at step {which}")
-
-
-def _total_steps(name: str) -> int:
-    from .data import load_fashion_mnist  # noqa: F401  (kept import-light)
-    config = ZOO_TRAINING[name]
-    n = config.n_train or 60_000
-    return -(-n // config.batch_size) * config.epochs
 
 
 def _train_tiny(name: str) -> None:

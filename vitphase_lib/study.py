@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from torch.utils.data import Dataset
 
 from .analysis import PassConfig, full_analysis_tables, pe_scaling_tables

@@ -69,15 +69,25 @@ def load_weights_file(path: str | Path, config: MiniViTConfig,
     return model.eval()
 
 
+def shipped_manifest(target: Path = SHIPPED_ZOO_DIR) -> dict:
+    """``zoo/manifest.json`` (``{"models": {}}`` when no zoo is shipped)."""
+    path = target / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {"models": {}}
+
+
+def total_steps(name: str) -> int:
+    """Optimizer steps of a zoo model's full recipe (as ``Trainer`` counts them)."""
+    recipe = ZOO_TRAINING[name]
+    return -(-(recipe.n_train or 60_000) // recipe.batch_size) * recipe.epochs
+
+
 def training_record(name: str) -> dict:
     """What is known of a zoo model's training: config, recipe, per-epoch log and snapshots
     (each with the test top-1 measured on the stored weights), from the shipped manifest or, when
     the model is not shipped, from its local training run."""
-    manifest_path = SHIPPED_ZOO_DIR / "manifest.json"
-    if manifest_path.is_file():
-        shipped = json.loads(manifest_path.read_text())["models"].get(name)
-        if shipped is not None:
-            return {**shipped, "origin": "shipped"}
+    shipped = shipped_manifest()["models"].get(name)
+    if shipped is not None:
+        return {**shipped, "origin": "shipped"}
     state_path = training_dir(name) / "state.pt"
     if not state_path.is_file():
         raise CheckpointError(f"{name} is neither shipped nor trained locally "
@@ -92,15 +102,13 @@ def ship(names: list[str], target: Path = SHIPPED_ZOO_DIR) -> dict:
     from .data import load_fashion_mnist
     from .io import atomic_write_json
     target.mkdir(parents=True, exist_ok=True)
-    manifest_path = target / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
+    manifest = shipped_manifest(target)
     checksum = load_fashion_mnist("train").checksum
     for name in names:
         record = _local_record(name)
         recipe = ZOO_TRAINING[name]
-        total_steps = -(-(recipe.n_train or 60_000) // recipe.batch_size) * recipe.epochs
-        if record["steps_done"] < total_steps:
-            raise RuntimeError(f"{name} has trained {record['steps_done']} of {total_steps} steps; "
+        if record["steps_done"] < total_steps(name):
+            raise RuntimeError(f"{name} has trained {record['steps_done']} of {total_steps(name)} steps; "
                                "finish it with `vitphase zoo train` before shipping")
         for snapshot in record["snapshots"]:
             source = training_dir(name) / snapshot["file"]
@@ -116,7 +124,7 @@ def ship(names: list[str], target: Path = SHIPPED_ZOO_DIR) -> dict:
             "snapshots": [{k: s[k] for k in ("step", "epoch", "fraction", "file", "test_top1", "sha256")}
                           for s in record["snapshots"]],
             "steps_done": record["steps_done"]}
-    atomic_write_json(manifest, manifest_path)
+    atomic_write_json(manifest, target / "manifest.json")
     return manifest
 
 

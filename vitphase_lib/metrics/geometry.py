@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
-from ..capture import ViTLayout
 from .base import Accumulator
 
 
