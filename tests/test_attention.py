@@ -210,8 +210,11 @@ def test_accumulator_matches_slow_per_block(b, p, n, seed):
 
 
 # --------------------------------------------------------------------------- streaming
-def _feed(acc: AttentionGraph, attention: dict[int, torch.Tensor], bounds) -> None:
+def _feed(acc: AttentionGraph, attention: dict[int, torch.Tensor], bounds, offset: int | None = None) -> None:
+    """Stream batches ``a[lo:hi]`` as run_pass does (``offset``: global index of image 0, as on a
+    data-parallel rank; None: batches numbered by stream position)."""
     for lo, hi in bounds:
+        acc.begin_batch(torch.zeros(hi - lo, dtype=torch.long), None if offset is None else offset + lo)
         for block, a in attention.items():
             acc.on_attention(block, a[lo:hi])
 
@@ -262,6 +265,20 @@ def test_aci_max_images_takes_exactly_the_first_k(k, bounds):
     once = AttentionGraph(lay, aci_max_images=k)
     _feed(once, att, [(0, total)])
     _assert_tables_close(table, once.result())
+
+
+def test_aci_max_images_counts_global_indices_on_a_data_parallel_rank():
+    """A rank whose shard starts at image 10 takes only images 10 and 11 under a cap of 12, and
+    none under a cap of 10 (the sums stay present, at zero, so ranks can all-reduce them)."""
+    p, n = 1, 8
+    lay = layout(p, n, blocks=1)
+    att = {1: random_attention(6, p + n, seed=3)}
+    for cap, used in [(12, 2), (10, 0), (100, 6)]:
+        acc = AttentionGraph(lay, aci_max_images=cap)
+        _feed(acc, att, [(0, 4), (4, 6)], offset=10)
+        assert float(acc.sums["1/aci_images"]) == used
+        expected = slow_aci(att[1][:used], p).sum() if used else 0.0
+        assert float(acc.sums["1/aci"]) == pytest.approx(float(expected), abs=1e-9)
 
 
 def test_merge_of_two_accumulators_equals_one():

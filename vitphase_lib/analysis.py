@@ -3,6 +3,8 @@
 ``run_pass`` is the only loop over images in the project. It is written for GPUs as well as
 CPUs: batches are copied with ``non_blocking`` from pinned memory, autocast runs in the requested
 dtype, accumulators keep their sums on the device, and the host reads them once, at the end.
+Under ``torchrun`` each rank streams its own shard of the images and the sums are all-reduced
+at the end of the pass (:mod:`vitphase_lib.distributed`), so every rank holds the totals.
 """
 from __future__ import annotations
 
@@ -11,10 +13,11 @@ from typing import Sequence
 
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from .capture import ViTLayout, patch_positional_embedding, scaled_positional_encoding, trace, vit_layout
+from .distributed import broadcast_object, shard, world
 from .metrics import FiniteCheck, TokenGeometry, Top1, pe_dominance_ratio
 from .metrics.base import Accumulator
 
@@ -58,17 +61,27 @@ def run_pass(model: torch.nn.Module, dataset: Dataset, accumulators: Sequence[Ac
     sinks = [finite, *accumulators]
     autocast = torch.autocast(device.type, dtype=DTYPES[config.dtype],
                               enabled=config.dtype != "float32")
+    current = world()
+    images_here = shard(len(dataset), config.batch_size, current)  # every image on one process
+    if current.size > 1:
+        dataset = Subset(dataset, images_here)
     loader = make_loader(dataset, config)
+    start = images_here.start                     # global index of the next batch's first image
     with trace(model, sinks, attention=attention):
-        for images, labels in tqdm(loader, desc=desc, disable=not config.progress, leave=False):
+        for images, labels in tqdm(loader, desc=desc, disable=not (config.progress and current.is_main),
+                                   leave=False):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             for sink in sinks:
-                sink.begin_batch(labels)
+                sink.begin_batch(labels, start)
+            start += len(labels)
             with autocast:
                 logits = model(images)
             for sink in sinks:
                 sink.on_logits(logits)
+    if current.size > 1:
+        for sink in sinks:
+            sink.all_reduce()
     finite.check()
 
 
@@ -163,4 +176,6 @@ def full_analysis_tables(model: torch.nn.Module, analysis_set: Dataset, fit_set:
             "attention": attention.result(),
             "collapse": collapse.merge(ncc.result(), on=["layer", "feature"]),
             "scrambling": score.result(),
-            "probes": probe_table(fit_features, score_features, max_dim=probe_max_dim, seed=seed)}
+            # the probes are fitted on the host once (rank 0) and shared with the other ranks
+            "probes": broadcast_object(probe_table(fit_features, score_features, max_dim=probe_max_dim,
+                                                   seed=seed) if world().is_main else None)}

@@ -161,8 +161,8 @@ class _Timed:
         getattr(self.accumulator, method)(*args)
         self.clock[self.key] += time.perf_counter() - start
 
-    def begin_batch(self, labels):
-        self._call("begin_batch", labels)
+    def begin_batch(self, labels, start=None):
+        self._call("begin_batch", labels, start)
 
     def on_tokens(self, layer, tokens):
         self._call("on_tokens", layer, tokens)

@@ -4,6 +4,8 @@
   vitphase zoo ensure                       train the default zoo models that are not shipped
   vitphase zoo ship --model ...             copy finished runs into zoo/ with a manifest
   vitphase zoo verify                       check the shipped checkpoints' sha256
+  vitphase analyse [--profile P] [--set K=V] compute and cache every model's analyses
+                                            (data-parallel under torchrun)
   vitphase book [--profile P] [--only 02]   execute the chapters with papermill, build the book
   vitphase notebooks                        write the .ipynb paired with each jupytext source
 """
@@ -66,10 +68,45 @@ def _zoo_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def parse_settings(settings: list[str] | None) -> dict:
+    """``--set key=value`` pairs; each value is read as YAML (numbers, lists, null, ...)."""
+    import yaml
+    parsed = {}
+    for setting in settings or []:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects KEY=VALUE (e.g. --set dataset=/data/imagenet/val), got {setting!r}")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
+def _analyse(args: argparse.Namespace) -> int:
+    """Every cached analysis of a profile, so the chapters only load tables. Under ``torchrun``
+    the ranks share the images and rank 0 writes the cache."""
+    import torch.distributed as dist
+
+    from .distributed import init_from_environment
+    from .study import Study
+    study = Study.from_profile(args.profile, **parse_settings(args.set))
+    current = init_from_environment(study.device)
+    try:
+        for name in study.models:
+            summary = study.analysis(name)["summary"]
+            study.pe_scaling(name)
+            if current.is_main:
+                print(f"{name}: analysed {int(summary.images.iloc[0])} images "
+                      f"(top-1 {float(summary.top1.iloc[0]):.2f}%) on {current.size} process(es)")
+    finally:
+        if current.size > 1:
+            dist.destroy_process_group()
+    return 0
+
+
 def _book(args: argparse.Namespace) -> int:
     from .pipeline import CHAPTERS_DIR, build_book
     index = build_book(args.profile, only=args.only, html=not args.no_html,
-                       output_dir=Path(args.output) if args.output else CHAPTERS_DIR)
+                       output_dir=Path(args.output) if args.output else CHAPTERS_DIR,
+                       overrides=parse_settings(args.set))
     print(f"book: {index}" if not args.no_html else "chapters executed")
     return 0
 
@@ -110,7 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     book.add_argument("--only", nargs="+", help="chapters whose file name contains these")
     book.add_argument("--no-html", action="store_true", help="execute the notebooks only")
     book.add_argument("--output", help="folder for the executed notebooks (default book/chapters)")
+    book.add_argument("--set", action="append", metavar="KEY=VALUE",
+                      help="override a profile parameter in every chapter, e.g. --set dataset=/data/val")
     book.set_defaults(func=_book)
+
+    analyse = commands.add_parser("analyse", help="compute and cache every model's analyses "
+                                  "(torchrun: data-parallel)")
+    analyse.add_argument("--profile", default="default", help="smoke, default or paper")
+    analyse.add_argument("--set", action="append", metavar="KEY=VALUE",
+                         help="override a profile parameter, e.g. --set dataset=/data/val")
+    analyse.set_defaults(func=_analyse)
 
     commands.add_parser("notebooks", help="write the paired .ipynb files").set_defaults(func=_notebooks)
 

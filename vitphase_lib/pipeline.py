@@ -56,11 +56,14 @@ def execute_chapter(source: Path, profile: str, output_dir: Path = CHAPTERS_DIR,
 
 
 def build_book(profile: str, only: list[str] | None = None, html: bool = True,
-               output_dir: Path = CHAPTERS_DIR) -> Path:
+               output_dir: Path = CHAPTERS_DIR, overrides: dict | None = None) -> Path:
+    """Execute the chapters on ``profile`` (``overrides``: other Study parameters, for every
+    chapter) and build the HTML book."""
     sources = [s for s in notebook_sources() if not only or any(o in s.stem for o in only)]
+    parameters = {"overrides": overrides} if overrides else None
     for source in tqdm(sources, desc=f"chapters ({profile} profile)", unit="chapter"):
         tqdm.write(f"executing {source.name}")
-        execute_chapter(source, profile, output_dir)
+        execute_chapter(source, profile, output_dir, parameters)
     if html:
         build_html(REPO_ROOT)
     return REPO_ROOT / "_build" / "html" / "index.html"

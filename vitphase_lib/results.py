@@ -3,11 +3,12 @@
 Each entry is a folder ``<cache>/results/<kind>-<hash>/`` with one CSV per table and a
 ``manifest.json`` saying what produced it (the key, library versions, time taken). The folder is
 written under a temporary name and renamed into place, so an interrupted run leaves either a
-complete entry or none.
+complete entry or none. In a data-parallel run rank 0 alone reads and writes the cache.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from typing import Callable
 import pandas as pd
 
 from . import __version__
+from .distributed import broadcast_object, world
 
 
 def results_root() -> Path:
@@ -47,11 +49,19 @@ def cached_tables(kind: str, key: dict, compute: Callable[[], dict[str, pd.DataF
     """Load the tables of ``(kind, key)`` from the cache, or compute and store them."""
     folder = (root or results_root()) / cache_key(kind, key)
     manifest_path = folder / "manifest.json"
-    if manifest_path.is_file() and not refresh:
+    current = world()
+    # rank 0 decides and reads: the ranks of a data-parallel run need not share a file system
+    cached = None
+    if current.is_main and manifest_path.is_file() and not refresh:
         manifest = json.loads(manifest_path.read_text())
-        return {name: _read_table(folder / f"{name}.csv") for name in manifest["tables"]}
+        cached = {name: _read_table(folder / f"{name}.csv") for name in manifest["tables"]}
+    cached = broadcast_object(cached)
+    if cached is not None:
+        return cached
     start = time.time()
-    tables = compute()
+    tables = compute()  # every rank takes part in the passes
+    if not current.is_main:  # rank 0 writes; the others return what rank 0 will load
+        return {name: _read_csv_text(table.to_csv(index=False)) for name, table in tables.items()}
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
@@ -69,6 +79,10 @@ def cached_tables(kind: str, key: dict, compute: Callable[[], dict[str, pd.DataF
         raise
     # return what a later load returns (CSV round trip), so first and cached runs print the same
     return {name: _read_table(folder / f"{name}.csv") for name in tables}
+
+
+def _read_csv_text(text: str) -> pd.DataFrame:
+    return pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame()
 
 
 def _read_table(path: Path) -> pd.DataFrame:

@@ -55,7 +55,6 @@ class AttentionGraph(Accumulator):
                                            or isinstance(aci_max_images, bool) or aci_max_images < 1):
             raise TypeError(f"aci_max_images must be a positive int or None, got {aci_max_images!r}")
         self.aci_max_images = aci_max_images
-        self._aci_seen: dict[int, int] = {}  # host-side counts: no device sync needed
 
     def on_attention(self, block: int, attention: torch.Tensor) -> None:
         prefix = self.layout.num_prefix_tokens
@@ -64,12 +63,11 @@ class AttentionGraph(Accumulator):
         self.add(f"{block}/attention", attention.sum(dim=0))
         if self.layout.has_cls:
             self.add(f"{block}/ccc", cls_centrality(attention, prefix).sum())
-        seen = self._aci_seen.get(block, 0)
-        take = batch if self.aci_max_images is None else max(0, min(batch, self.aci_max_images - seen))
-        if take:
-            self.add(f"{block}/aci", consensus_index(attention[:take], prefix).sum())
-            self.add(f"{block}/aci_images", take)
-            self._aci_seen[block] = seen + take
+        # the images with global index < aci_max_images (the same ones on any number of ranks)
+        take = batch if self.aci_max_images is None else max(0, min(batch, self.aci_max_images - self.batch_start))
+        aci = consensus_index(attention[:take], prefix).sum() if take else attention.new_zeros(())
+        self.add(f"{block}/aci", aci)  # added even when zero: every rank holds the same sums
+        self.add(f"{block}/aci_images", take)
 
     def result(self) -> pd.DataFrame:
         rows = []

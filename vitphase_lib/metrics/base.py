@@ -25,10 +25,17 @@ class Accumulator:
         self.layout = layout
         self.sums: dict[str, torch.Tensor] = {}
         self.labels: torch.Tensor | None = None
+        self.batch_start = 0   # global index of the current batch's first image
+        self._next_start = 0
 
     # ---- sink callbacks (see capture.trace)
-    def begin_batch(self, labels: torch.Tensor) -> None:
+    def begin_batch(self, labels: torch.Tensor, start: int | None = None) -> None:
+        """A new batch. ``start`` is the global index of its first image in the data set (given
+        by ``run_pass``, which shards images across data-parallel ranks); None continues after
+        the previous batch."""
         self.labels = labels
+        self.batch_start = self._next_start if start is None else int(start)
+        self._next_start = self.batch_start + len(labels)
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
         pass
@@ -59,16 +66,23 @@ class Accumulator:
             self.add(key, value)
 
     def all_reduce(self) -> None:
-        """Sum every running sum over the ranks of the default process group (torch.distributed)."""
+        """Sum every running sum over the ranks of the default process group (torch.distributed):
+        each tensor in place, the host-side numbers together in one float64 tensor."""
         import torch.distributed as dist
-        for key in sorted(self.sums):
+
+        from ..distributed import check_same_keys, collective_device
+        check_same_keys(list(self.sums), f"accumulator {self.name!r}")
+        numbers = sorted(k for k, v in self.sums.items() if not isinstance(v, torch.Tensor))
+        for key in sorted(set(self.sums) - set(numbers)):
             value = self.sums[key]
-            if isinstance(value, torch.Tensor):
-                dist.all_reduce(value)
-            else:
-                total = torch.tensor(value, dtype=torch.float64)
-                dist.all_reduce(total)
-                self.sums[key] = float(total)
+            on_device = value.to(collective_device(value.device))
+            dist.all_reduce(on_device)
+            self.sums[key] = on_device.to(value.device)
+        if numbers:
+            totals = torch.tensor([self.sums[k] for k in numbers], dtype=torch.float64,
+                                  device=collective_device())
+            dist.all_reduce(totals)
+            self.sums.update(zip(numbers, totals.tolist()))
 
     @classmethod
     def reads_attention(cls) -> bool:

@@ -55,8 +55,8 @@ class CollapseMoments(Accumulator):
             raise TypeError(f"num_classes must be an int >= 2, got {num_classes!r}")
         self.num_classes = num_classes
 
-    def begin_batch(self, labels: torch.Tensor) -> None:
-        super().begin_batch(labels)
+    def begin_batch(self, labels: torch.Tensor, start: int | None = None) -> None:
+        super().begin_batch(labels, start)
         self.add("counts", torch.bincount(labels, minlength=self.num_classes))
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:

@@ -32,9 +32,28 @@ class FeatureCollector(Accumulator):
         self.targets = np.zeros(n_images, dtype=np.int64)
         self._start = self._stop = 0
 
-    def begin_batch(self, labels: torch.Tensor) -> None:
-        super().begin_batch(labels)
-        self._start, self._stop = self._stop, self._stop + len(labels)
+    def all_reduce(self, rows_per_chunk: int = 4096) -> None:
+        """Gather every rank's rows onto every rank: each rank's arrays are zero outside its own
+        rows, so a sum is an exact gather. Chunked, so memory stays bounded for large runs."""
+        import torch.distributed as dist
+
+        from ..distributed import check_same_keys, collective_device
+        check_same_keys([f"{layer}/{feature}" for layer, feature in self.features], "probe features")
+        device = collective_device()
+        arrays = [self.targets] + [self.features[key] for key in sorted(self.features)]
+        for array in arrays:
+            for lo in range(0, self.n_images, rows_per_chunk):
+                chunk = torch.from_numpy(np.ascontiguousarray(array[lo:lo + rows_per_chunk])).to(device)
+                dist.all_reduce(chunk)
+                array[lo:lo + rows_per_chunk] = chunk.cpu().numpy()
+
+    def begin_batch(self, labels: torch.Tensor, start: int | None = None) -> None:
+        super().begin_batch(labels, start)
+        # rows by global image index: on several ranks each fills its own rows, zeros elsewhere
+        self._start, self._stop = self.batch_start, self.batch_start + len(labels)
+        if self._stop > self.n_images:
+            raise ValueError(f"FeatureCollector was sized for {self.n_images} images but got image "
+                             f"{self._stop - 1}; give the number of images of the whole data set.")
         self.targets[self._start:self._stop] = labels.cpu().numpy()
 
     def _array(self, key: tuple[str, str], dim: int) -> np.ndarray:

@@ -114,12 +114,11 @@ class DecoderFit(_DecoderPass):
 
     name = "decoder-fit"
 
-    def begin_batch(self, labels: torch.Tensor) -> None:
-        super().begin_batch(labels)
-        # fold of each image: even / odd position in the stream (host-side count, no sync)
-        start = getattr(self, "_seen", 0)
-        self._fold = (torch.arange(start, start + len(labels), device=labels.device) % 2)
-        self._seen = start + len(labels)
+    def begin_batch(self, labels: torch.Tensor, start: int | None = None) -> None:
+        super().begin_batch(labels, start)
+        # fold of each image: even / odd global index (the same folds on any number of ranks)
+        first = self.batch_start
+        self._fold = torch.arange(first, first + len(labels), device=labels.device) % 2
 
     def on_layer(self, layer: str, x: torch.Tensor, y: torch.Tensor) -> None:
         b, n, k = x.shape
