@@ -327,3 +327,27 @@ def test_aci_max_images_bool_raises():
 def test_aci_max_images_valid_values_accepted():
     assert AttentionGraph(layout(1, 4), aci_max_images=None).aci_max_images is None
     assert AttentionGraph(layout(1, 4), aci_max_images=7).aci_max_images == 7
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 3.0, 8.0])
+@pytest.mark.parametrize("n", [9, 49, 196])
+def test_aci_by_squaring_agrees_with_lapack(scale, n):
+    """The GPU path (repeated squaring, matrix products only) against numpy's eigenvalues, from
+    near-uniform (|lambda_2| ~ 0) to peaked attention (|lambda_2| ~ 1)."""
+    attention = random_attention(6 if n == 196 else 24, n + 1, seed=n, scale=scale)
+    squaring = consensus_index(attention, 1, method="squaring").numpy()
+    np.testing.assert_allclose(squaring, slow_aci(attention, 1), atol=2e-6)
+    np.testing.assert_allclose(consensus_index(attention, 1, method="eig").numpy(),
+                               slow_aci(attention, 1), atol=1e-10)
+
+
+def test_aci_by_squaring_known_answers():
+    eye = torch.eye(6).expand(2, 6, 6)
+    assert consensus_index(eye, 0, method="squaring").numpy() == pytest.approx([0.0, 0.0], abs=1e-6)
+    uniform = torch.full((2, 6, 6), 1 / 6)
+    assert consensus_index(uniform, 0, method="squaring").numpy() == pytest.approx([1.0, 1.0], abs=1e-9)
+    # a rotation among 3 patches: eigenvalues are the cube roots of 1, |lambda_2| = 1, ACI = 0
+    cycle = torch.roll(torch.eye(3), 1, dims=1)[None]
+    assert float(consensus_index(cycle, 0, method="squaring")) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="'auto', 'eig' or 'squaring'"):
+        consensus_index(uniform, 0, method="power")

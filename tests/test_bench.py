@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 import torch
 
 from vitphase_lib import bench, metrics
-from vitphase_lib.bench import (CAPTURE, CAPTURE_NO_ATTN, DIAGNOSTIC_VARIANTS, PLAIN, PLAIN_UNFUSED,
-                                BenchReport, ModelSpec, RandomImages, accumulator_classes,
+from vitphase_lib.analysis import PassConfig
+from vitphase_lib.bench import (CAPTURE, CAPTURE_NO_ATTN, CAPTURE_PROFILE, DIAGNOSTIC_VARIANTS, PLAIN,
+                                PLAIN_UNFUSED, BenchCase, BenchPlan, BenchReport, ModelSpec,
+                                ProfileAciShare, RandomImages, accumulator_classes,
                                 benchmarked_classes, format_report, make_accumulators,
-                                memory_scaling, missing_arguments, random_images, skipped_classes,
-                                time_passes)
+                                memory_scaling, missing_arguments, random_images, run_benchmark,
+                                skipped_classes, time_passes)
+from vitphase_lib.metrics.attention import AttentionGraph
 from vitphase_lib.metrics.base import Accumulator
 from vitphase_lib.models import MiniViTConfig
 
@@ -32,6 +36,13 @@ def timing(spec):
     result.model_after = model
     result.fused_before = fused
     return result
+
+
+@pytest.fixture(scope="module")
+def profile_timing(spec):
+    """Plain, capture and capture with the ACI on the first 3 of 8 images."""
+    return time_passes(spec.build(), random_images(8, 1, 28), batch_size=4, repeats=2,
+                       variants=(PLAIN, CAPTURE, CAPTURE_PROFILE), label="tiny", aci_images=3)
 
 
 def test_registry_finds_the_metric_accumulators():
@@ -112,6 +123,87 @@ def test_variants_must_include_plain_and_capture(spec):
         time_passes(spec.build(), random_images(4, 1, 28), 4, 1, variants=(PLAIN,))
 
 
+def test_profile_aci_share_is_read_from_the_profile():
+    assert ProfileAciShare.read("default") == ProfileAciShare("default", 512, 2000)
+    paper = ProfileAciShare.read("paper")
+    assert paper.profile == "paper" and paper.aci_max_images < paper.n_images
+
+
+@pytest.mark.parametrize("share, timing_images, expected", [
+    (ProfileAciShare("default", 512, 2000), 250, 64),    # 250 * 0.256 = 64
+    (ProfileAciShare("default", 512, 2000), 100, 26),    # 25.6, rounded
+    (ProfileAciShare("paper", 512, 10000), 8, 1),        # 0.41 rounds to 0: at least one image
+    (ProfileAciShare("paper", 512, 10000), 1, 1),
+    (ProfileAciShare("all", None, 2000), 250, 250),      # no cap in the profile: every image
+    (ProfileAciShare("small", 512, 100), 8, 8),          # cap above n_images: every image
+])
+def test_profile_aci_share_gives_the_images_of_a_timing_pass(share, timing_images, expected):
+    assert share.images(timing_images) == expected
+
+
+def test_timing_with_aci_images_runs_the_profile_variant(profile_timing):
+    t = profile_timing
+    assert set(t.seconds) == {PLAIN, CAPTURE, CAPTURE_PROFILE} and t.aci_images == 3
+    assert all(len(s) == 2 and all(x > 0 for x in s) for s in t.seconds.values())
+    assert t.profile_ratio == pytest.approx(t.median(CAPTURE_PROFILE) / t.plain)
+    assert t.profile_passed == (t.profile_ratio <= bench.TIME_TARGET)
+    # the callback clock stays on 'capture': one entry per repeat, not per capture variant
+    assert all(len(spent) == 2 for spent in t.callback_seconds.values())
+
+
+def test_timing_without_the_profile_variant_has_no_profile_ratio(timing):
+    assert timing.aci_images is None and timing.profile_ratio is None and timing.profile_passed is None
+
+
+def test_aci_images_is_given_exactly_with_the_profile_variant(spec):
+    model, data = spec.build(), random_images(4, 1, 28)
+    with pytest.raises(ValueError):
+        time_passes(model, data, 4, 1, variants=(PLAIN, CAPTURE, CAPTURE_PROFILE))
+    with pytest.raises(ValueError):
+        time_passes(model, data, 4, 1, variants=(PLAIN, CAPTURE), aci_images=2)
+    with pytest.raises(ValueError):
+        time_passes(model, data, 4, 1, variants=(PLAIN, CAPTURE, CAPTURE_PROFILE), aci_images=0)
+
+
+def test_profile_variant_computes_the_aci_on_aci_images_only(spec, monkeypatch):
+    built = []
+
+    def recording_make_accumulators(model):
+        built.append(make_accumulators(model))
+        return built[-1]
+
+    monkeypatch.setattr(bench, "make_accumulators", recording_make_accumulators)
+    model, data = spec.build(), random_images(8, 1, 28)
+    config = PassConfig(batch_size=4, progress=False)  # two batches: the cap ends inside the first
+    for variant in (CAPTURE_PROFILE, CAPTURE):
+        bench._run_variant(variant, model, data, config, aci_images=3)
+    profile, every = ([a for a in sinks if isinstance(a, AttentionGraph)] for sinks in built)
+    assert len(profile) == len(every) == 1
+    profile_rows, every_rows = profile[0].result(), every[0].result()
+    assert (profile_rows["aci_images"] == 3).all() and (profile_rows["images"] == 8).all()
+    assert (every_rows["aci_images"] == 8).all()  # 'capture' ignores aci_images
+
+
+def test_run_benchmark_caps_the_aci_at_the_profile_share(spec):
+    plan = BenchPlan(cases=(BenchCase(spec, timing_images=8, memory_n=None, profile="default"),
+                            BenchCase(spec, timing_images=4, memory_n=None)),
+                     repeats=1, variants=(PLAIN, CAPTURE, CAPTURE_PROFILE))
+    profiled, unprofiled = run_benchmark(plan, log=lambda message: None).timings
+    assert profiled.aci_share == ProfileAciShare.read("default")
+    assert profiled.aci_images == 2 and profiled.profile_ratio is not None  # 8 * 512 / 2000 = 2.05
+    assert CAPTURE_PROFILE not in unprofiled.seconds and unprofiled.aci_share is None
+
+
+def test_report_shows_the_profile_ratio(profile_timing):
+    t = replace(profile_timing, aci_share=ProfileAciShare("default", 512, 2000))
+    text = format_report(BenchReport(device="cpu", threads=1, timings=[t], memory=[], seconds=1.0))
+    assert "profile ACI" in text and "profile ratio" in text and "ratio, ACI every img" in text
+    assert "3/8 img" in text and f"{t.profile_ratio:.2f}x" in text and f"{t.ratio:.2f}x" in text
+    assert "tiny: default 512/2000 -> 3/8" in text and "worst case" in text
+    assert text.count("PASS") + text.count("MISS") == 2  # every-image and profile verdicts
+    assert "Where the overhead goes" not in text  # the profile variant is in the main table
+
+
 def test_random_images_are_deterministic_and_lazy():
     data = RandomImages(5, 1, 28, seed=3)
     assert len(data) == 5
@@ -166,3 +258,11 @@ def test_quick_plan_is_smaller_than_the_full_plan():
         assert case.memory_n % case.memory_spec.batch_size == 0
     mini = next(c for c in full.cases if c.spec.label == "mini-b")
     assert mini.spec.batch_size == 250 and mini.spec.kind == "mini"
+
+
+def test_both_plans_time_the_profile_variant_with_the_book_profiles():
+    for plan in (bench.default_plan(True), bench.default_plan(False)):
+        assert CAPTURE_PROFILE in plan.variants
+        assert {c.spec.label: c.profile for c in plan.cases} == {"mini-b": "default", "ViT-B/16": "paper"}
+        for case in plan.cases:
+            assert 1 <= ProfileAciShare.read(case.profile).images(case.timing_images) <= case.timing_images

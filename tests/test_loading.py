@@ -86,3 +86,50 @@ def test_missing_checkpoint(tmp_path):
 def test_non_string_name(name):
     with pytest.raises(TypeError, match="must be a string"):
         load_model(name)
+
+
+def test_checkpoint_folder_gives_the_file_inside(tmp_path, random_small):
+    """A Hugging Face snapshot folder (model.safetensors inside) works like the file."""
+    state = {k: v.detach().clone().contiguous() for k, v in random_small.model.state_dict().items()}
+    save_file(state, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text("{}")
+    loaded = load_model(NAME, checkpoint=tmp_path)
+    assert_same_weights(loaded.model, random_small.model)
+    assert loaded.fingerprint == sha256_file(tmp_path / "model.safetensors")
+
+
+def test_checkpoint_folder_with_several_files_is_ambiguous(tmp_path):
+    for stem in ("a", "b"):
+        (tmp_path / f"{stem}.pth").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="2 weights files"):
+        load_timm_model(NAME, checkpoint=tmp_path)
+
+
+def test_truncated_or_foreign_checkpoint_says_which_file(tmp_path, random_small):
+    state = {k: v.detach().clone().contiguous() for k, v in random_small.model.state_dict().items()}
+    good = tmp_path / "good.safetensors"
+    save_file(state, str(good))
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated.safetensors could not be loaded"):
+        load_timm_model(NAME, checkpoint=truncated)
+    with pytest.raises(CheckpointError, match="could not be loaded into deit_tiny_patch16_224"):
+        load_timm_model("deit_tiny_patch16_224", checkpoint=good)  # ViT-S weights, ViT-Ti model
+
+
+def test_offline_without_weights_says_what_to_download_and_where_to_put_it(tmp_path):
+    """A real offline run (HF_HUB_OFFLINE, empty cache): the error names the download and the
+    'checkpoints' parameter."""
+    import os
+    import subprocess
+    import sys
+    code = ("from vitphase_lib.loading import load_timm_model, WeightsUnavailableError\n"
+            "try:\n    load_timm_model('deit_tiny_distilled_patch16_224', pretrained=True)\n"
+            "except WeightsUnavailableError as e:\n    print(e)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "TORCH_HOME": str(tmp_path / "torch")}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    message = run.stdout
+    assert "https://huggingface.co/timm/deit_tiny_distilled_patch16_224.fb_in1k" in message
+    assert "checkpoints" in message and "could not be downloaded" in message

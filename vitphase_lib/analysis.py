@@ -125,7 +125,8 @@ def network_head(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor] | 
     """The classifier as a linear map of the [CLS] token after the final norm, when the model
     is token-pooled with nothing between that token and ``head`` (else None)."""
     if (getattr(model, "global_pool", None) == "token" and isinstance(model.fc_norm, torch.nn.Identity)
-            and isinstance(model.head, torch.nn.Linear)):
+            and isinstance(model.head, torch.nn.Linear)
+            and getattr(model, "head_dist", None) is None):  # DeiT-distilled averages two heads
         return model.head.weight.detach(), model.head.bias.detach()
     return None
 

@@ -15,6 +15,14 @@ Two questions, each with a target:
   the price of exposing the attention weights) and ``capture, no attn`` (``run_pass`` with
   ``attention=False``: hooks + token metrics, fused attention).
 
+  ``capture`` builds every accumulator with its defaults, so ``AttentionGraph`` computes the
+  Attention Consensus Index (an eigenvalue problem per image and block, the dominant cost) on
+  every image: the worst case. The book's profiles cap it at ``aci_max_images`` of their
+  ``n_images`` images, so both runs also time ``capture, profile ACI``: ``capture`` with the ACI
+  on the first K images, K = max(1, round(images * aci_max_images / n_images)) with the two
+  numbers read from the profile the :class:`BenchCase` names (:class:`ProfileAciShare`). Its
+  ratio to plain, with its own verdict, is what the book's analysis pass costs.
+
 * **Memory.** Is the pass's peak memory flat in the number of images? Each measurement runs in a
   fresh subprocess (``python -c``) that builds the model, streams ``n`` images through
   ``run_pass`` with every accumulator and reports the child's peak RSS and, on CUDA,
@@ -40,9 +48,9 @@ as soon as it exists. Those that can be built from the layout (and ``num_classes
 model) with default settings are run together, as one sweep; the others need something an
 earlier pass produces (fitted decoders, class geometry) or keep every image's features
 (``n_images``), and the report names them as not benchmarked. ``run_pass`` adds ``FiniteCheck``
-itself. In the ``capture`` runs each accumulator is wrapped in a thin proxy that adds up the wall
-time spent in its callbacks (a few hundred ``perf_counter`` calls per pass), which the report
-shows as each accumulator's share of the plain forward time.
+itself. In the ``capture`` runs (only those) each accumulator is wrapped in a thin proxy that
+adds up the wall time spent in its callbacks (a few hundred ``perf_counter`` calls per pass),
+which the report shows as each accumulator's share of the plain forward time.
 
 The device is read from the environment variable ``VITPHASE_DEVICE`` (default ``cpu``); the
 ``vitphase bench`` command has no ``--device`` option. The torch thread count is left as it is.
@@ -60,6 +68,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
@@ -74,6 +83,9 @@ ALWAYS_ON = ("FiniteCheck",)
 PLAIN, CAPTURE = "plain", "capture"
 PLAIN_UNFUSED, CAPTURE_NO_ATTN = "plain, unfused", "capture, no attn"
 DIAGNOSTIC_VARIANTS = (PLAIN, PLAIN_UNFUSED, CAPTURE_NO_ATTN, CAPTURE)
+# capture with the ACI capped to the profile's share of images (needs ``aci_images``)
+CAPTURE_PROFILE = "capture, profile ACI"
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
 
 # --------------------------------------------------------------------------- accumulators
@@ -146,6 +158,42 @@ def make_accumulators(model: torch.nn.Module) -> list:
         names = list(inspect.signature(cls.__init__).parameters)[2:]
         built.append(cls(layout, **{k: v for k, v in context.items() if k in names}))
     return built
+
+
+def cap_aci(accumulators: Sequence, aci_images: int) -> None:
+    """Let every :class:`~vitphase_lib.metrics.attention.AttentionGraph` among ``accumulators``
+    compute the ACI on the first ``aci_images`` images only, as ``aci_max_images`` does in a
+    profile's analysis pass."""
+    from .metrics.attention import AttentionGraph
+    for accumulator in accumulators:
+        if isinstance(accumulator, AttentionGraph):
+            accumulator.aci_max_images = aci_images
+
+
+@dataclass(frozen=True)
+class ProfileAciShare:
+    """The share of a profile's analysis images that enter the ACI: ``aci_max_images`` of
+    ``n_images`` (``aci_max_images`` None: every image)."""
+
+    profile: str
+    aci_max_images: int | None
+    n_images: int
+
+    @classmethod
+    def read(cls, profile: str) -> "ProfileAciShare":
+        """The share as ``profiles/<profile>.yaml`` sets it."""
+        import yaml
+        parameters = yaml.safe_load((PROFILES_DIR / f"{profile}.yaml").read_text())
+        return cls(profile, parameters["aci_max_images"], parameters["n_images"])
+
+    def images(self, timing_images: int) -> int:
+        """K, the ACI images of a timing pass over ``timing_images`` images that keep the
+        profile's share: max(1, round(timing_images * aci_max_images / n_images)), at most
+        ``timing_images``. At least one image, so the ACI is always part of the pass (and
+        defined)."""
+        if self.aci_max_images is None:
+            return timing_images
+        return min(timing_images, max(1, round(timing_images * self.aci_max_images / self.n_images)))
 
 
 class _Timed:
@@ -260,6 +308,8 @@ class TimingResult:
     seconds: dict[str, list[float]] = field(default_factory=dict)  # variant -> one per repeat
     # accumulator -> seconds inside its callbacks during each repeat of ``capture``
     callback_seconds: dict[str, list[float]] = field(default_factory=dict)
+    aci_images: int | None = None  # ACI images of ``capture, profile ACI`` (None: not run)
+    aci_share: ProfileAciShare | None = None  # the profile share that aci_images reproduces
 
     def median(self, variant: str) -> float:
         return statistics.median(self.seconds[variant])
@@ -285,6 +335,18 @@ class TimingResult:
     @property
     def passed(self) -> bool:
         return self.ratio <= TIME_TARGET
+
+    @property
+    def profile_ratio(self) -> float | None:
+        """median(capture, profile ACI) / median(plain); None if that variant was not run."""
+        if CAPTURE_PROFILE not in self.seconds:
+            return None
+        return self.median(CAPTURE_PROFILE) / self.plain
+
+    @property
+    def profile_passed(self) -> bool | None:
+        ratio = self.profile_ratio
+        return None if ratio is None else ratio <= TIME_TARGET
 
 
 @contextmanager
@@ -318,9 +380,10 @@ def _plain_pass(model: torch.nn.Module, dataset: Dataset, config) -> None:
 
 
 def _run_variant(variant: str, model: torch.nn.Module, dataset: Dataset, config,
-                 clock: dict[str, float] | None = None) -> float:
+                 clock: dict[str, float] | None = None, aci_images: int | None = None) -> float:
     """Seconds for one pass of ``variant``; with ``clock``, the capture variants also add the time
-    spent in each accumulator's callbacks to it."""
+    spent in each accumulator's callbacks to it. ``aci_images`` is the ACI cap of
+    ``capture, profile ACI`` (required there, unused elsewhere)."""
     from .analysis import run_pass
     device = torch.device(config.device)
     _sync(device)
@@ -330,12 +393,16 @@ def _run_variant(variant: str, model: torch.nn.Module, dataset: Dataset, config,
     elif variant == PLAIN_UNFUSED:
         with _unfused(model):
             _plain_pass(model, dataset, config)
-    elif variant in (CAPTURE, CAPTURE_NO_ATTN):
+    elif variant in (CAPTURE, CAPTURE_NO_ATTN, CAPTURE_PROFILE):
         # fresh accumulators every time: building them is part of a real pass
         sinks = make_accumulators(model)
+        if variant == CAPTURE_PROFILE:
+            if aci_images is None:
+                raise ValueError(f"variant {CAPTURE_PROFILE!r} needs aci_images")
+            cap_aci(sinks, aci_images)
         if clock is not None:
             sinks = [_Timed(accumulator, clock) for accumulator in sinks]
-        run_pass(model, dataset, sinks, config, attention=variant == CAPTURE, desc="bench")
+        run_pass(model, dataset, sinks, config, attention=variant != CAPTURE_NO_ATTN, desc="bench")
     else:
         raise ValueError(f"unknown variant {variant!r}")
     _sync(device)
@@ -344,30 +411,37 @@ def _run_variant(variant: str, model: torch.nn.Module, dataset: Dataset, config,
 
 def time_passes(model: torch.nn.Module, dataset: Dataset, batch_size: int, repeats: int,
                 device: str = "cpu", variants: Sequence[str] = (PLAIN, CAPTURE),
-                warmup: int = 1, label: str = "model") -> TimingResult:
-    """Interleaved timing of ``variants`` over ``dataset`` (see the module docstring)."""
+                warmup: int = 1, label: str = "model", aci_images: int | None = None) -> TimingResult:
+    """Interleaved timing of ``variants`` over ``dataset`` (see the module docstring).
+    ``aci_images`` (the ACI cap of ``capture, profile ACI``) is given exactly when that variant
+    is among ``variants``."""
     from .analysis import PassConfig
     if PLAIN not in variants or CAPTURE not in variants:
         raise ValueError(f"variants must include {PLAIN!r} and {CAPTURE!r}, got {list(variants)}")
+    if (CAPTURE_PROFILE in variants) != (aci_images is not None):
+        raise ValueError(f"aci_images is given exactly when {CAPTURE_PROFILE!r} is among the "
+                         f"variants, got aci_images={aci_images!r} and {list(variants)}")
+    if aci_images is not None and aci_images < 1:
+        raise ValueError(f"aci_images must be >= 1, got {aci_images}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     config = PassConfig(batch_size=batch_size, device=device, progress=False)
     model = model.to(device).eval()
     for _ in range(warmup):
         for variant in variants:
-            _run_variant(variant, model, dataset, config)
+            _run_variant(variant, model, dataset, config, aci_images=aci_images)
     seconds: dict[str, list[float]] = {v: [] for v in variants}
     callbacks: dict[str, list[float]] = {}
     for rep in range(repeats):
         order = list(variants) if rep % 2 == 0 else list(reversed(variants))
         for variant in order:
             clock: dict[str, float] | None = {} if variant == CAPTURE else None
-            seconds[variant].append(_run_variant(variant, model, dataset, config, clock))
+            seconds[variant].append(_run_variant(variant, model, dataset, config, clock, aci_images))
             for name, spent in (clock or {}).items():
                 callbacks.setdefault(name, []).append(spent)
     return TimingResult(model=label, images=len(dataset), batch_size=batch_size, repeats=repeats,
                         device=device, accumulators=[c.__name__ for c in benchmarked_classes()],
-                        seconds=seconds, callback_seconds=callbacks)
+                        seconds=seconds, callback_seconds=callbacks, aci_images=aci_images)
 
 
 # --------------------------------------------------------------------------- memory
@@ -528,6 +602,9 @@ class BenchCase:
     timing_images: int
     memory_n: int | None      # memory at memory_n and 4 * memory_n images (None: not measured)
     memory_batch: int | None = None  # batch size of the memory runs (default: spec.batch_size)
+    # the profile the book analyses this model with: its ACI share of images sets the ACI cap of
+    # ``capture, profile ACI`` (None: that variant is not run)
+    profile: str | None = None
 
     @property
     def memory_spec(self) -> ModelSpec:
@@ -545,17 +622,22 @@ class BenchPlan:
 
 
 def default_plan(quick: bool) -> BenchPlan:
-    """Full: 5 interleaved repeats of 4 variants; mini-B over 250 images in one batch of 250,
-    ViT-B/16 over 8 images in one batch of 8; memory at 500 / 2000 (mini-B) and 16 / 64 (ViT-B)
-    images, at the timing batch sizes.
+    """Full: 5 interleaved repeats of 5 variants (the diagnostic ones and ``capture, profile
+    ACI``); mini-B over 250 images in one batch of 250, ViT-B/16 over 8 images in one batch of 8;
+    memory at 500 / 2000 (mini-B) and 16 / 64 (ViT-B) images, at the timing batch sizes.
 
-    Quick (a smoke run): 2 repeats of plain and capture over one batch of 100 (mini-B) and of 1
-    (ViT-B); memory for mini-B only (each child re-imports torch, and ViT-B's random init alone
-    takes seconds), with batches of 50 (n is still a whole number of batches, so 4n only adds
-    batches) and the n and 4n children running at the same time.
+    Quick (a smoke run): 2 repeats of plain, capture and capture with the profile's ACI share
+    over one batch of 100 (mini-B) and of 1 (ViT-B; its profile share rounds up to that one
+    image, so both capture variants do the same work); memory for mini-B only (each child
+    re-imports torch, and ViT-B's random init alone takes seconds), with batches of 50 (n is
+    still a whole number of batches, so 4n only adds batches) and the n and 4n children running
+    at the same time.
 
-    Run time is dominated by ``AttentionGraph``'s per-image eigenvalues (ACI, every image by
-    default): about 20 ms per ViT-B block and image on one idle core, but seconds when MKL's
+    The profiles: mini-B is analysed with ``default`` (the mini zoo), ViT-B/16 with ``paper``
+    (real ViTs); each sets the ACI cap of ``capture, profile ACI``.
+
+    Run time is dominated by ``AttentionGraph``'s per-image eigenvalues (ACI, every image in
+    ``capture``): about 20 ms per ViT-B block and image on one idle core, but seconds when MKL's
     threads compete with other processes for the cores, so on two busy cores the quick run takes
     minutes instead of under one, and the full run far longer than on an idle machine."""
     from .models import MINI_ZOO
@@ -563,15 +645,16 @@ def default_plan(quick: bool) -> BenchPlan:
     if quick:
         return BenchPlan(cases=(
             BenchCase(ModelSpec.mini(MINI_ZOO["mini-b"], batch_size=100), timing_images=100,
-                      memory_n=50, memory_batch=50),
+                      memory_n=50, memory_batch=50, profile="default"),
             BenchCase(ModelSpec.timm(vit_b, batch_size=1, label="ViT-B/16"), timing_images=1,
-                      memory_n=None),
-        ), repeats=2, variants=(PLAIN, CAPTURE), parallel_memory=True)
+                      memory_n=None, profile="paper"),
+        ), repeats=2, variants=(PLAIN, CAPTURE, CAPTURE_PROFILE), parallel_memory=True)
     return BenchPlan(cases=(
-        BenchCase(ModelSpec.mini(MINI_ZOO["mini-b"], batch_size=250), timing_images=250, memory_n=500),
+        BenchCase(ModelSpec.mini(MINI_ZOO["mini-b"], batch_size=250), timing_images=250, memory_n=500,
+                  profile="default"),
         BenchCase(ModelSpec.timm(vit_b, batch_size=8, label="ViT-B/16"), timing_images=8,
-                  memory_n=16),
-    ), repeats=5, variants=DIAGNOSTIC_VARIANTS)
+                  memory_n=16, profile="paper"),
+    ), repeats=5, variants=(*DIAGNOSTIC_VARIANTS, CAPTURE_PROFILE))
 
 
 @dataclass
@@ -589,14 +672,21 @@ def run_benchmark(plan: BenchPlan, device: str = "cpu", log=print) -> BenchRepor
     timings, memory = [], []
     for case in plan.cases:
         spec = case.spec
+        # the profile variant needs a profile; without one the case runs the others
+        share = (ProfileAciShare.read(case.profile)
+                 if case.profile is not None and CAPTURE_PROFILE in plan.variants else None)
+        aci_images = share.images(case.timing_images) if share is not None else None
+        variants = tuple(v for v in plan.variants if v != CAPTURE_PROFILE or share is not None)
         log(f"[bench {time.perf_counter() - start:4.0f} s] {spec.label}: timing "
-            f"{len(plan.variants)} variants x {plan.repeats} repeats over {case.timing_images} "
-            f"images, batch {spec.batch_size} ...")
+            f"{len(variants)} variants x {plan.repeats} repeats over {case.timing_images} "
+            f"images, batch {spec.batch_size}"
+            + (f", profile ACI on {aci_images}" if aci_images is not None else "") + " ...")
         model = spec.build()
         dataset = random_images(case.timing_images, spec.channels, spec.img_size,
                                 num_classes=model.num_classes)
-        timings.append(time_passes(model, dataset, spec.batch_size, plan.repeats, device,
-                                   plan.variants, label=spec.label))
+        timing = time_passes(model, dataset, spec.batch_size, plan.repeats, device, variants,
+                             label=spec.label, aci_images=aci_images)
+        timings.append(replace(timing, aci_share=share))
         del model, dataset
         if case.memory_n is None:
             continue
@@ -622,6 +712,21 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
+def _profile_columns(t: TimingResult) -> list[str]:
+    """'profile ACI', 'profile ratio' and its verdict of the time table ('-' if not run)."""
+    if t.profile_ratio is None:
+        return ["-", "-", "-"]
+    return [f"{t.aci_images}/{t.images} img", f"{t.profile_ratio:.2f}x", _verdict(t.profile_passed)]
+
+
+def _share_note(t: TimingResult) -> str:
+    """Where a timing's profile ACI share comes from, e.g. 'mini-b: default 512/2000 -> 64/250'."""
+    share = t.aci_share
+    profile_images = ("every image" if share.aci_max_images is None
+                      else f"{share.aci_max_images}/{share.n_images}")
+    return f"{t.model}: {share.profile} {profile_images} -> {t.aci_images}/{t.images}"
+
+
 def format_report(report: BenchReport) -> str:
     out = [f"vitphase bench: device {report.device}, {report.threads} torch threads",
            f"accumulators: {', '.join(report.timings[0].accumulators) if report.timings else '-'} "
@@ -637,10 +742,18 @@ def format_report(report: BenchReport) -> str:
         paired = t.paired_ratios
         rows.append([t.model, str(t.images), str(t.batch_size), str(t.repeats),
                      f"{t.plain * 1e3:.0f} ms", f"{t.capture * 1e3:.0f} ms",
-                     f"{t.ratio:.2f}x", f"{min(paired):.2f}-{max(paired):.2f}x", _verdict(t.passed)])
-    out.append(_table(["model", "images", "batch", "reps", "plain", "capture", "ratio",
-                       "paired range", "<=1.3x"], rows))
-    extra = [t for t in report.timings if set(t.seconds) - {PLAIN, CAPTURE}]
+                     f"{t.ratio:.2f}x", f"{min(paired):.2f}-{max(paired):.2f}x", _verdict(t.passed),
+                     *_profile_columns(t)])
+    out.append(_table(["model", "images", "batch", "reps", "plain", "capture", "ratio, ACI every img",
+                       "paired range", f"<={TIME_TARGET}x", "profile ACI", "profile ratio",
+                       f"<={TIME_TARGET}x"], rows))
+    profiled = [t for t in report.timings if t.aci_share is not None]
+    if profiled:
+        out.append("'profile ratio': capture with the ACI on the same share of images as the "
+                   f"profile (aci_max_images/n_images; {'; '.join(map(_share_note, profiled))}), "
+                   "which is what the book's analysis pass costs; 'ratio, ACI every img' is the "
+                   "worst case.")
+    extra = [t for t in report.timings if set(t.seconds) - {PLAIN, CAPTURE, CAPTURE_PROFILE}]
     if extra:
         out += ["", "Where the overhead goes (medians; ratios to plain)"]
         variants = [v for v in DIAGNOSTIC_VARIANTS if all(v in t.seconds for t in extra)]

@@ -81,10 +81,58 @@ def _train_tiny(name: str) -> None:
     trainer.run()
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".npz")
+
+
+class WeightsUnavailableError(OSError):
+    """Pretrained weights could be neither downloaded nor found locally."""
+
+
+def weights_file(checkpoint: str | Path, name: str) -> Path:
+    """The weights file a ``checkpoints`` entry names: a file, or a folder holding one (a
+    Hugging Face snapshot folder with ``model.safetensors`` / ``pytorch_model.bin`` works)."""
+    path = Path(checkpoint).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for preferred in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+            if (path / preferred).is_file():
+                return path / preferred
+        candidates = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+        if len(candidates) == 1:
+            return candidates[0]
+        raise CheckpointError(f"checkpoint folder {path} for {name} holds "
+                              f"{len(candidates) or 'no'} weights files ({[c.name for c in candidates]}); "
+                              f"give the file itself ({', '.join(WEIGHT_SUFFIXES)}).")
+    raise CheckpointError(f"checkpoint {path} for {name} does not exist")
+
+
+def offline_message(name: str) -> str:
+    """What to download, and where to put it, when timm cannot fetch ``name``'s weights."""
+    from timm.models import get_pretrained_cfg
+    cfg = get_pretrained_cfg(name)
+    if cfg is not None and cfg.hf_hub_id:
+        hub_id = cfg.hf_hub_id
+        source = (f"the Hugging Face repository https://huggingface.co/{hub_id} (the file "
+                  f"model.safetensors, or `huggingface-cli download {hub_id}` on a machine with access)")
+    elif cfg is not None and cfg.url:
+        source = cfg.url
+    else:
+        source = "its publisher (timm has no download address for this tag)"
+    return (f"the pretrained weights of {name!r} could not be downloaded (the hub is not reachable "
+            f"from this machine) and are not in the local Hugging Face cache. Download them from "
+            f"{source}, put the file anywhere on this machine and name it in the 'checkpoints' "
+            f"parameter, e.g. `vitphase book --profile paper --set 'checkpoints={{{name}: "
+            f"/weights/{name.split('.')[0]}.safetensors}}'` or papermill "
+            f"`-y 'overrides: {{checkpoints: {{{name}: /weights/file}}}}'` (a file or its folder). "
+            "Copying a Hugging Face cache (~/.cache/huggingface) from a connected machine works too.")
+
+
 def load_timm_model(name: str, checkpoint: str | Path | None = None,
                     pretrained: bool = True, seed: int = 0) -> LoadedModel:
-    """A timm ViT by name. ``checkpoint``: a local weights file (timm's ``pretrained_cfg_overlay``);
-    ``pretrained=False`` gives a randomly initialised model (tests, benchmarks)."""
+    """A timm ViT by name. ``checkpoint``: a local weights file or folder (timm's
+    ``pretrained_cfg_overlay``); ``pretrained=False`` gives a randomly initialised model (tests,
+    benchmarks)."""
     import timm
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {name!r}")
@@ -96,15 +144,22 @@ def load_timm_model(name: str, checkpoint: str | Path | None = None,
                                 f"Similar timm names: {close}")
     kwargs: dict = {}
     if checkpoint is not None:
-        checkpoint = Path(checkpoint)
-        if not checkpoint.exists():
-            raise CheckpointError(f"checkpoint {checkpoint} for {name} does not exist")
+        checkpoint = weights_file(checkpoint, name)
         kwargs["pretrained_cfg_overlay"] = dict(file=str(checkpoint))
         pretrained = True
     torch.manual_seed(seed)
-    model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    try:
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except Exception as error:
+        if checkpoint is not None:  # a truncated or foreign file, or one for another architecture
+            raise CheckpointError(f"checkpoint {checkpoint} could not be loaded into {name} "
+                                  f"({type(error).__name__}: {str(error)[:300]}). Is it complete, "
+                                  "and the weights of this architecture?") from error
+        if pretrained and isinstance(error, OSError):  # hub unreachable and nothing cached
+            raise WeightsUnavailableError(offline_message(name)) from error
+        raise
     check_vit(model)
-    fingerprint = (sha256_file(checkpoint) if checkpoint is not None and checkpoint.is_file()
+    fingerprint = (sha256_file(checkpoint) if checkpoint is not None
                    else f"timm-{name}-pretrained" if pretrained else f"random-init-seed-{seed}")
     source = (f"local checkpoint {checkpoint}" if checkpoint is not None
               else "timm pretrained weights" if pretrained else f"random initialisation (seed {seed})")
