@@ -80,9 +80,21 @@ t6 = landmarks[["model", "ccc_first", "ccc_mid", "ccc_last", "pagerank_first", "
 t6.insert(1, "paper model", [claims.paper_name(study.models, m) or "-" for m in t6.model])
 t6["paper ccc first / last"] = [f"{paper_first} / {paper_last}" if p == "ViT-B" else "n/r"
                                 for p in t6["paper model"]]
+no_cls = summary.loc[~summary.has_cls.astype(bool), "model"].tolist()
+cls_columns = ["ccc_first", "ccc_mid", "ccc_last", "pagerank_first", "pagerank_last", "late_spike",
+               "incomplete_marginalization"]
+t6[cls_columns] = t6[cls_columns].astype(object)
+t6.loc[t6.model.isin(no_cls), cls_columns] = "not applicable"
 plotting.myst_table(t6, "CLS centrality (ccc), [CLS] PageRank share and ACI at the first block, "
                     "mid-Plateau and the last block, with the paper's failure signatures; the "
                     "paper's values for ViT-B beside ours (n/r = not reported).", "tab-t6", floatfmt=".4f")
+
+# %%
+if no_cls:
+    display(Markdown(f"CLS centrality, the [CLS] PageRank share and the failure signatures are "
+                     f"**not applicable** to {', '.join(no_cls)}: these models have no [CLS] token "
+                     "(they pool the patch tokens), so there is no hub to marginalise. Their ACI "
+                     "is reported, and C3 below is judged on the other models."))
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -45,8 +45,7 @@ study = Study.from_notebook(profile, overrides, models=models, dataset=dataset, 
                             device=device, dtype=dtype, batch_size=batch_size)
 collapse = study.collect("analysis", "collapse")
 phases = phase_table(study.collect("analysis", "per_layer"))
-feature = "cls" if (collapse.feature == "cls").any() else "mean"
-main = collapse[collapse.feature == feature]
+main = claims.readout_rows(collapse)  # [CLS], or the mean patch token for models without [CLS]
 
 # %% [markdown]
 # ## NC1-NC4 per layer

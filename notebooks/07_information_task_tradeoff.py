@@ -44,8 +44,9 @@ study = Study.from_notebook(profile, overrides, models=models, dataset=dataset, 
                             device=device, dtype=dtype, batch_size=batch_size)
 probes = study.collect("analysis", "probes")
 scrambling = study.collect("analysis", "scrambling")
-feature = "cls" if (probes.feature == "cls").any() else "mean"
-joined = probes[probes.feature == feature].merge(scrambling[["model", "layer", "isi"]], on=["model", "layer"])
+readout = claims.readout_rows(probes)  # [CLS], or the mean patch token for models without [CLS]
+feature = claims.readout_label(probes)
+joined = readout.merge(scrambling[["model", "layer", "isi"]], on=["model", "layer"])
 
 # %% [markdown]
 # ## Probe accuracy against scrambling
@@ -76,7 +77,7 @@ plt.show()
 # ## Probe accuracy per layer
 
 # %%
-t9 = plotting.by_layer(probes[probes.feature == feature], "probe_top1", study.models).reset_index()
+t9 = plotting.by_layer(readout, "probe_top1", study.models).reset_index()
 plotting.myst_table(t9, f"Linear-probe top-1 (%) per layer on the {feature} feature (fit and "
                     "scored on disjoint images).", "tab-t9", floatfmt=".1f")
 
@@ -88,7 +89,7 @@ print(t9.round(1).to_string(index=False))
 # ## Trade-off block and the L-vs-B offset
 
 # %%
-t10 = claims.tradeoff_layers(probes, feature=feature)
+t10 = claims.tradeoff_layers(probes)
 check = claims.check_tradeoff_offset(t10, study.models)
 t10["paper"] = ["L - B ~ +10 layers" if claims.paper_name(study.models, m) == "ViT-L" else "n/r"
                 for m in t10.model]

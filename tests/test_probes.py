@@ -29,3 +29,36 @@ def test_collector_streams_features_in_order_and_to_disk(tmp_path):
     assert (tmp_path / "1-cls.npy").is_file()
     table = probe_table(collector, collector)
     assert set(table.feature) == {"cls", "mean"}
+
+
+def _collector(n: int, seed: int) -> FeatureCollector:
+    layout = ViTLayout(num_blocks=2, num_prefix_tokens=1, has_cls=True, num_patches=3, width=4)
+    collector = FeatureCollector(layout, n_images=n)
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    collector.begin_batch(labels)
+    for layer in layout.layer_names:
+        tokens = torch.randn(n, 4, 4, generator=g) + 3 * labels[:, None, None] * (layer == "2")
+        collector.on_tokens(layer, tokens if layer != "raw" else tokens[:, 1:])
+    return collector
+
+
+def test_probes_fitted_in_parallel_give_the_same_table():
+    fit, score = _collector(60, 0), _collector(30, 1)
+    serial, parallel = probe_table(fit, score), probe_table(fit, score, n_jobs=2)
+    assert serial.equals(parallel)
+    assert len(serial) == 8  # raw and pe: mean only (the [CLS] is a constant there); 1, 2, head: both
+    assert serial.loc[serial.layer == "2", "probe_top1"].min() > 90  # the separable layer
+
+
+def test_collector_rows_follow_the_global_image_index():
+    """On a data-parallel rank, a batch starting at image 3 fills rows 3.. only."""
+    layout = ViTLayout(num_blocks=1, num_prefix_tokens=1, has_cls=True, num_patches=3, width=2)
+    collector = FeatureCollector(layout, n_images=6)
+    collector.begin_batch(torch.tensor([1, 0]), start=3)
+    collector.on_tokens("1", torch.ones(2, 4, 2))
+    np.testing.assert_array_equal(collector.features[("1", "cls")][:, 0], [0, 0, 0, 1, 1, 0])
+    np.testing.assert_array_equal(collector.targets, [0, 0, 0, 1, 0, 0])
+    import pytest
+    with pytest.raises(ValueError, match="sized for 6 images"):
+        collector.begin_batch(torch.zeros(4, dtype=torch.long), start=4)

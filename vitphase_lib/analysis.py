@@ -135,7 +135,7 @@ def full_analysis_tables(model: torch.nn.Module, analysis_set: Dataset, fit_set:
                          score_set: Dataset, num_classes: int, config: PassConfig,
                          labels_match_head: bool = True, aci_max_images: int | None = None,
                          infox_dims: int = 16, probe_max_dim: int | None = None,
-                         feature_folder: str | None = None, seed: int = 0,
+                         feature_folder: str | None = None, seed: int = 0, probe_jobs: int = 1,
                          desc: str = "analysis") -> dict[str, pd.DataFrame]:
     """Every metric of a model, in three streaming sweeps over disjoint images:
 
@@ -179,4 +179,5 @@ def full_analysis_tables(model: torch.nn.Module, analysis_set: Dataset, fit_set:
             "scrambling": score.result(),
             # the probes are fitted on the host once (rank 0) and shared with the other ranks
             "probes": broadcast_object(probe_table(fit_features, score_features, max_dim=probe_max_dim,
-                                                   seed=seed) if world().is_main else None)}
+                                                   seed=seed, n_jobs=probe_jobs)
+                                       if world().is_main else None)}

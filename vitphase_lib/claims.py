@@ -131,7 +131,7 @@ def attention_landmarks(attention: pd.DataFrame, phases: pd.DataFrame) -> pd.Dat
             "aci_climb_mean": float(frame.aci.loc[climb].mean()) if climb else float("nan"),
             # failure signatures (paper): a late re-centralisation spike; incomplete marginalisation
             "late_spike": bool(climb) and late_peak > max(2 * plateau_ccc, threshold),
-            "incomplete_marginalization": float(ccc.loc[blocks]) > threshold,
+            "incomplete_marginalization": bool(float(ccc.loc[blocks]) > threshold),
         })
     return pd.DataFrame(rows)
 
@@ -142,6 +142,8 @@ def check_cls_marginalization(landmarks: pd.DataFrame, top1: pd.DataFrame) -> Cl
     if landmarks[["ccc_first", "ccc_last"]].isna().all().all():
         return ClaimCheck("C3 CLS marginalisation", "CCC 0.502 -> 0.004 across ViT-B", "no model has a [CLS] token",
                           None, "CLS centrality is not applicable without [CLS]")
+    # models without [CLS] (global pooling) have no hub to marginalise: the claim is about the others
+    landmarks = landmarks[landmarks.ccc_first.notna()]
     falls = landmarks.ccc_last < landmarks.ccc_first
     marginal = ~landmarks.incomplete_marginalization
     consensus = landmarks.aci_climb_mean > landmarks.aci_plateau_mean
@@ -211,17 +213,33 @@ def check_scrambling_regimes(summary: pd.DataFrame, models: tuple[str, ...]) -> 
                       "climbs to 0.031 (chaotic)", measured, holds, reason)
 
 
-def tradeoff_layers(probes: pd.DataFrame, fraction: float = 0.95, feature: str = "cls") -> pd.DataFrame:
-    """T10: the first block whose probe top-1 reaches ``fraction`` of the model's best probe top-1."""
+def readout_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per model, the rows of the feature its classifier reads: ``cls`` where the model has a
+    [CLS] token, ``mean`` (mean-pooled patch tokens) where it has none (global-pool ViTs)."""
+    has_cls = frame.groupby("model", sort=False).feature.transform(lambda f: bool((f == "cls").any()))
+    return frame[(frame.feature == "cls") == has_cls.astype(bool)]
+
+
+def readout_label(frame: pd.DataFrame) -> str:
+    features = set(readout_rows(frame).feature)
+    return {"cls": "[CLS]", "mean": "mean patch token"}.get(
+        next(iter(features)) if len(features) == 1 else "", "[CLS] (mean patch token without [CLS])")
+
+
+def tradeoff_layers(probes: pd.DataFrame, fraction: float = 0.95, feature: str | None = None) -> pd.DataFrame:
+    """T10: the first block whose probe top-1 reaches ``fraction`` of the model's best probe top-1,
+    on ``feature`` (None: each model's readout feature, see :func:`readout_rows`)."""
     rows = []
-    for model, frame in probes[probes.feature == feature].groupby("model", sort=False):
+    chosen = readout_rows(probes) if feature is None else probes[probes.feature == feature]
+    for model, frame in chosen.groupby("model", sort=False):
+        feature_here = str(frame.feature.iloc[0])
         blocks = frame[~frame.layer.isin(["raw", "pe", "head"])].copy()
         blocks["block"] = blocks.layer.astype(int)
         best = float(frame.probe_top1.max())
         reached = blocks[blocks.probe_top1 >= fraction * best].sort_values("block")
         layer = int(reached.block.iloc[0]) if len(reached) else None
         depth = int(blocks.block.max())
-        rows.append({"model": model, "feature": feature, "best_probe_top1": best,
+        rows.append({"model": model, "feature": feature_here, "best_probe_top1": best,
                      "threshold": fraction * best, "tradeoff_block": layer, "blocks": depth,
                      "tradeoff_depth": layer / depth if layer else float("nan")})
     return pd.DataFrame(rows)
@@ -258,8 +276,7 @@ def all_checks(study) -> list[ClaimCheck]:
     c2_table = summary[["model", "pe_dominance_ratio"]].merge(phases[["model", "cliff_drop_block1"]], on="model")
     landmarks = attention_landmarks(study.collect("analysis", "attention"), phases)
     collapse = study.collect("analysis", "collapse")
-    feature = "cls" if (collapse.feature == "cls").any() else "mean"
-    final = collapse[(collapse.layer == "head") & (collapse.feature == feature)]
+    final = readout_rows(collapse[collapse.layer == "head"])
     probes = study.collect("analysis", "probes")
     return [
         check_phases(phases),
@@ -268,5 +285,5 @@ def all_checks(study) -> list[ClaimCheck]:
         check_cls_marginalization(landmarks, summary[["model", "top1"]]),
         check_scrambling_regimes(isi_summary(study.collect("analysis", "scrambling")), study.models),
         check_collapse_b_vs_l(final, study.models),
-        check_tradeoff_offset(tradeoff_layers(probes, feature=feature), study.models),
+        check_tradeoff_offset(tradeoff_layers(probes), study.models),
     ]

@@ -8,6 +8,8 @@
                                             (data-parallel under torchrun)
   vitphase book [--profile P] [--only 02]   execute the chapters with papermill, build the book
   vitphase notebooks                        write the .ipynb paired with each jupytext source
+  vitphase bench [--quick]                  capture overhead and memory benchmark
+  vitphase estimate [--profile paper]       estimated GPU run time (FLOP counts + measurements)
 """
 from __future__ import annotations
 
@@ -118,6 +120,11 @@ def _notebooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _estimate(args: argparse.Namespace) -> int:
+    from .estimate import main as estimate_main
+    return estimate_main(args)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import main as bench_main
     return bench_main(args)
@@ -163,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     bench = commands.add_parser("bench", help="capture overhead and memory benchmark")
     bench.add_argument("--quick", action="store_true", help="fewer images (a smoke run)")
     bench.set_defaults(func=_bench)
+
+    estimate = commands.add_parser("estimate", help="estimated GPU run time of a profile, from "
+                                   "FLOP counts and measurements on this machine")
+    estimate.add_argument("--profile", default="paper")
+    estimate.add_argument("--host-cores", type=int, default=8, help="host cores fitting the probes")
+    estimate.set_defaults(func=_estimate)
 
     args = parser.parse_args(argv)
     return args.func(args)

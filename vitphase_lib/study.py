@@ -46,6 +46,7 @@ class Study:
     aci_max_images: int | None = 512     # images entering the Attention Consensus Index (None: all)
     infox_dims: int = 16                 # principal components of tokens / targets in the InfoX decoders
     probe_max_dim: int | None = None     # PCA the probe features to this width first (None: never)
+    probe_jobs: int = 1                  # probes fitted at a time on the host (-1: one per core)
     refresh: bool = False                # recompute instead of loading cached tables
     progress: bool = True
 
@@ -61,7 +62,7 @@ class Study:
         expected = {"profile": str, "device": str, "dtype": str,
                     "n_images": int, "n_probe_fit": int, "n_probe_score": int, "batch_size": int,
                     "num_workers": int, "seed": int, "refresh": bool, "infox_dims": int, "progress": bool, "pretrained": bool,
-                    "checkpoints": dict}
+                    "checkpoints": dict, "probe_jobs": int}
         for name, kind in expected.items():
             value = getattr(self, name)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -185,7 +186,8 @@ class Study:
                     self.data(model_name, "probe_score"), num_classes, self.pass_config,
                     labels_match_head=labels_match_head, aci_max_images=self.aci_max_images,
                     infox_dims=self.infox_dims, probe_max_dim=self.probe_max_dim,
-                    feature_folder=features, seed=self.seed, desc=model_name)
+                    feature_folder=features, seed=self.seed, probe_jobs=self.probe_jobs,
+                    desc=model_name)
 
         return cached_tables(
             "analysis", self._key(model_name, aci_max_images=self.aci_max_images,
@@ -259,4 +261,4 @@ class Study:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def describe(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("refresh", "progress")}
+        return {k: v for k, v in asdict(self).items() if k not in ("refresh", "progress", "probe_jobs")}

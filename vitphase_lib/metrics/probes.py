@@ -85,14 +85,15 @@ def probe_top1(fit_x: np.ndarray, fit_y: np.ndarray, score_x: np.ndarray, score_
 
 
 def probe_table(fit: FeatureCollector, score: FeatureCollector, max_dim: int | None = None,
-                seed: int = 0) -> pd.DataFrame:
-    rows = []
-    for depth, layer in enumerate(fit.layout.layer_names):
-        for feature in ("cls", "mean"):
-            if (layer, feature) not in fit.features:
-                continue
-            rows.append({"layer": layer, "depth": depth, "feature": feature,
-                         "probe_top1": probe_top1(fit.features[(layer, feature)], fit.targets,
-                                                  score.features[(layer, feature)], score.targets,
-                                                  max_dim=max_dim, seed=seed)})
-    return pd.DataFrame(rows)
+                seed: int = 0, n_jobs: int = 1) -> pd.DataFrame:
+    """Probe top-1 per (layer, feature); ``n_jobs`` probes are fitted at a time (joblib; -1: one
+    per host core). Each fit is independent and seeded, so the table does not depend on it."""
+    from joblib import Parallel, delayed
+    keys = [(depth, layer, feature) for depth, layer in enumerate(fit.layout.layer_names)
+            for feature in ("cls", "mean") if (layer, feature) in fit.features]
+    scores = Parallel(n_jobs=n_jobs)(
+        delayed(probe_top1)(fit.features[(layer, feature)], fit.targets,
+                            score.features[(layer, feature)], score.targets, max_dim=max_dim, seed=seed)
+        for _, layer, feature in keys)
+    return pd.DataFrame([{"layer": layer, "depth": depth, "feature": feature, "probe_top1": top1}
+                         for (depth, layer, feature), top1 in zip(keys, scores)])

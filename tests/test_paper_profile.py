@@ -1,0 +1,96 @@
+"""The paper profile end to end, on CPU: every chapter executed by papermill with randomly
+initialised real-size timm ViTs over a generated ImageNet-style folder of JPEGs, once for
+ViT-S/B/L/16 and once for token layouts other than [CLS] + patches (DeiT-distilled: [CLS] and a
+distillation token; registers without [CLS]; global pooling without [CLS], at 240 px)."""
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from vitphase_lib.imagefolder import make_fake_imagenet_folder
+from vitphase_lib.pipeline import build_book, notebook_sources
+from vitphase_lib.study import Study
+
+PAPER_VITS = ["vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224"]
+OTHER_LAYOUTS = ["deit_tiny_distilled_patch16_224", "vit_little_patch16_reg4_gap_256",
+                 "vit_medium_patch16_gap_240"]
+# (prefix tokens, has [CLS]) of each: what the capture must find
+LAYOUTS = {"vit_small_patch16_224": (1, True), "vit_base_patch16_224": (1, True),
+           "vit_large_patch16_224": (1, True), "deit_tiny_distilled_patch16_224": (2, True),
+           "vit_little_patch16_reg4_gap_256": (4, False), "vit_medium_patch16_gap_240": (0, False)}
+# small enough for CI on 2 cores; the profile's own values are for a GPU
+SETTINGS = {"pretrained": False, "device": "cpu", "dtype": "float32", "num_workers": 0,
+            "n_images": 8, "n_probe_fit": 8, "n_probe_score": 8, "batch_size": 4,
+            "pe_alphas": [0.0, 1.0], "infox_dims": 2, "aci_max_images": 2, "progress": False}
+
+
+def _build(tmp_path_factory, models: list[str]) -> tuple[Study, list]:
+    root = tmp_path_factory.mktemp("paper")
+    folder = make_fake_imagenet_folder(root / "val", n_classes=4, per_class=8)  # 32 JPEGs
+    overrides = {**SETTINGS, "models": models, "dataset": str(folder)}
+    build_book("paper", html=False, output_dir=root / "chapters", overrides=overrides)
+    executed = [nbformat.read(root / "chapters" / f"{source.stem}.ipynb", as_version=4)
+                for source in notebook_sources()]
+    return Study.from_profile("paper", **overrides), executed
+
+
+@pytest.fixture(scope="module")
+def paper_vits(tmp_path_factory):
+    return _build(tmp_path_factory, PAPER_VITS)
+
+
+@pytest.fixture(scope="module")
+def other_layouts(tmp_path_factory):
+    return _build(tmp_path_factory, OTHER_LAYOUTS)
+
+
+def _outputs(notebook) -> str:
+    return "\n".join(json.dumps(cell.get("outputs", [])) for cell in notebook.cells)
+
+
+def _check_tables(study: Study) -> None:
+    for name in study.models:
+        model = study.model(name).model
+        blocks = [str(i) for i in range(1, len(model.blocks) + 1)]
+        layers = ["raw", "pe", *blocks, "head"]
+        tables = study.analysis(name)  # a cache hit: what the chapters showed
+        assert tables["per_layer"].layer.tolist() == layers, name
+        assert {"centered_similarity", "raw_similarity", "mean_token_norm"} <= set(tables["per_layer"])
+        assert tables["attention"].block.tolist() == list(range(1, len(blocks) + 1)), name
+        assert {"cls_centrality", "cls_pagerank_share", "aci"} <= set(tables["attention"])
+        assert tables["attention"].aci.between(0, 1).all(), name
+        prefix, has_cls = LAYOUTS[name]
+        summary = tables["summary"].iloc[0]
+        assert (int(summary.num_prefix_tokens), bool(summary.has_cls)) == (prefix, has_cls), name
+        # without [CLS] the CLS metrics are "not applicable" (NaN), never 0
+        assert tables["attention"].cls_centrality.isna().all() == (not has_cls), name
+        features = {"cls", "mean"} if has_cls else {"mean"}
+        collapse = tables["collapse"]
+        assert set(collapse.feature) == features, name
+        assert {"nc1", "nc2", "nc3", "nc4"} <= set(collapse), name
+        assert collapse.groupby("feature").layer.apply(list).map(lambda l: l[-1] == "head").all()
+        assert tables["scrambling"].layer.tolist() == layers, name
+        assert {"infox_self", "infox_all", "isi"} <= set(tables["scrambling"]), name
+        assert set(tables["probes"].feature) == features and set(tables["probes"].layer) == set(layers)
+        scaling = study.pe_scaling(name)
+        assert sorted(scaling["top1"].alpha) == [0.0, 1.0], name
+
+
+def test_every_chapter_runs_on_random_init_vit_s_b_l(paper_vits):
+    study, executed = paper_vits
+    assert len(executed) == len(notebook_sources())
+    for notebook in executed:  # papermill raised on any error; check nothing printed a traceback
+        assert "Traceback" not in _outputs(notebook)
+    _check_tables(study)
+
+
+def test_every_chapter_runs_on_distilled_register_and_global_pool_vits(other_layouts):
+    study, executed = other_layouts
+    for notebook in executed:
+        assert "Traceback" not in _outputs(notebook)
+    _check_tables(study)
+    # the attention chapter says the CLS metrics do not apply to the models without [CLS]
+    attention = next(nb for nb, source in zip(executed, notebook_sources()) if "attention" in source.stem)
+    assert "not applicable" in _outputs(attention)
