@@ -56,7 +56,10 @@ display(Markdown(f"Profile **{study.profile}**: models {', '.join(study.models)}
 inventory = study.model_inventory()
 plotting.myst_table(inventory.drop(columns=["source"]),
                     "The models of this build: depth, width, heads, parameters, and test top-1 "
-                    "(re-measured during this build on the stored weights).", "tab-t1", floatfmt=".2f")
+                    "(re-measured during this build on the stored weights). Zoo models: training "
+                    "minutes as recorded (wall clock, including pauses and a CPU shared with other "
+                    "work) and estimated for an idle machine (epochs x the fastest epoch).",
+                    "tab-t1", floatfmt=".2f")
 
 # %%
 # NBVAL_CHECK_OUTPUT

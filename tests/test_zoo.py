@@ -117,3 +117,11 @@ def test_every_zoo_model_has_a_recipe():
     assert set(ZOO_TRAINING) == set(ALL_MINI_CONFIGS)
     for name, config in ALL_MINI_CONFIGS.items():
         assert config.width % config.heads == 0, name
+
+
+def test_idle_training_time_is_epochs_times_the_fastest_complete_epoch():
+    log = [{"epoch": 1, "seconds": 120.0}, {"epoch": 2, "seconds": 300.0},
+           {"epoch": 3, "seconds": 50.0, "partial_epoch_resumed": True}, {"epoch": 4, "seconds": 110.0}]
+    from vitphase_lib.zoo import idle_training_seconds
+    assert idle_training_seconds(log, epochs=4) == 440.0
+    assert idle_training_seconds([], epochs=4) is None

@@ -219,7 +219,7 @@ class Study:
         Fashion-MNIST test images their recorded top-1 was measured on, and must match it."""
         from .models import count_parameters
         from .train import evaluate_top1
-        from .zoo import training_record
+        from .zoo import idle_training_seconds, training_record
         rows = []
         for name in self.models:
             loaded = self.model(name)
@@ -243,13 +243,17 @@ class Study:
                     raise RuntimeError(f"{name}: test top-1 re-measured as {measured:.2f}% but the "
                                        f"checkpoint was recorded at {snapshot['test_top1']:.2f}%; "
                                        "the weights or the data changed.")
+                idle = idle_training_seconds(record["log"], record["train"]["epochs"])
                 row.update(test_images=len(test), test_top1=measured,
                            recorded_top1=snapshot["test_top1"],
-                           trained_fraction=snapshot["fraction"])
+                           trained_fraction=snapshot["fraction"],
+                           train_minutes_recorded=record["train_seconds"] / 60,
+                           train_minutes_idle_estimate=float("nan") if idle is None else idle / 60)
             else:
                 summary = self.analysis(name)["summary"]
                 row.update(test_images=int(summary.images.iloc[0]), test_top1=float(summary.top1.iloc[0]),
-                           recorded_top1=float("nan"), trained_fraction=float("nan"))
+                           recorded_top1=float("nan"), trained_fraction=float("nan"),
+                           train_minutes_recorded=float("nan"), train_minutes_idle_estimate=float("nan"))
             rows.append(row)
         return pd.DataFrame(rows)
 
