@@ -23,6 +23,7 @@ def test_collector_streams_features_in_order_and_to_disk(tmp_path):
     for start, stop in ((0, 2), (2, 5)):
         collector.begin_batch(torch.arange(start, stop) % 2)
         collector.on_tokens("1", tokens[start:stop])
+        collector.on_logits(torch.zeros(stop - start, 2))  # end of batch: copied to the host
     np.testing.assert_array_equal(collector.features[("1", "cls")], tokens[:, 0].numpy())
     np.testing.assert_allclose(collector.features[("1", "mean")], tokens[:, 1:].mean(1).numpy())
     np.testing.assert_array_equal(collector.targets, np.arange(5) % 2)
@@ -40,6 +41,7 @@ def _collector(n: int, seed: int) -> FeatureCollector:
     for layer in layout.layer_names:
         tokens = torch.randn(n, 4, 4, generator=g) + 3 * labels[:, None, None] * (layer == "2")
         collector.on_tokens(layer, tokens if layer != "raw" else tokens[:, 1:])
+    collector.on_logits(torch.zeros(n, 3))
     return collector
 
 
@@ -57,6 +59,7 @@ def test_collector_rows_follow_the_global_image_index():
     collector = FeatureCollector(layout, n_images=6)
     collector.begin_batch(torch.tensor([1, 0]), start=3)
     collector.on_tokens("1", torch.ones(2, 4, 2))
+    collector.on_logits(torch.zeros(2, 2))
     np.testing.assert_array_equal(collector.features[("1", "cls")][:, 0], [0, 0, 0, 1, 1, 0])
     np.testing.assert_array_equal(collector.targets, [0, 0, 0, 1, 0, 0])
     import pytest

@@ -57,7 +57,9 @@ class CollapseMoments(Accumulator):
 
     def begin_batch(self, labels: torch.Tensor, start: int | None = None) -> None:
         super().begin_batch(labels, start)
-        self.add("counts", torch.bincount(labels, minlength=self.num_classes))
+        # index_add_, not bincount: bincount's output size depends on the data (a GPU host sync)
+        counts = torch.zeros(self.num_classes, dtype=torch.float64, device=labels.device)
+        self.add("counts", counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64)))
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
         for feature, x in layer_features(self.layout, layer, tokens).items():

@@ -3,7 +3,7 @@ the probe-fit images and scored on the disjoint probe-score images (scikit-learn
 
 :class:`FeatureCollector` streams each (layer, feature) into a preallocated float32 array,
 memory-mapped on disk when a folder is given, so host memory stays bounded for large runs; it is
-the one accumulator that copies to the host every batch.
+the one accumulator that copies to the host every batch (once per batch, all layers together).
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class FeatureCollector(Accumulator):
         if self._stop > self.n_images:
             raise ValueError(f"FeatureCollector was sized for {self.n_images} images but got image "
                              f"{self._stop - 1}; give the number of images of the whole data set.")
-        self.targets[self._start:self._stop] = labels.cpu().numpy()
+        self._pending: dict[tuple[str, str], torch.Tensor] = {}
 
     def _array(self, key: tuple[str, str], dim: int) -> np.ndarray:
         if key not in self.features:
@@ -69,7 +69,21 @@ class FeatureCollector(Accumulator):
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
         for feature, x in layer_features(self.layout, layer, tokens).items():
-            self._array((layer, feature), x.shape[1])[self._start:self._stop] = x.float().cpu().numpy()
+            self._pending[(layer, feature)] = x.float()
+
+    def on_logits(self, logits: torch.Tensor) -> None:
+        """End of the batch: every layer's features (and the labels) reach the host in one copy,
+        so there is one host synchronisation per batch, not one per layer."""
+        keys = list(self._pending)
+        widths = [self._pending[key].shape[1] for key in keys]
+        packed = torch.cat([self._pending[key] for key in keys]
+                           + [self.labels.unsqueeze(1).float()], dim=1).cpu().numpy()
+        self._pending = {}
+        offset = 0
+        for key, width in zip(keys, widths):
+            self._array(key, width)[self._start:self._stop] = packed[:, offset:offset + width]
+            offset += width
+        self.targets[self._start:self._stop] = packed[:, -1].astype(np.int64)
 
 
 def probe_top1(fit_x: np.ndarray, fit_y: np.ndarray, score_x: np.ndarray, score_y: np.ndarray,

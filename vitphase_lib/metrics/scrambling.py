@@ -116,9 +116,9 @@ class DecoderFit(_DecoderPass):
 
     def begin_batch(self, labels: torch.Tensor, start: int | None = None) -> None:
         super().begin_batch(labels, start)
-        # fold of each image: even / odd global index (the same folds on any number of ranks)
-        first = self.batch_start
-        self._fold = torch.arange(first, first + len(labels), device=labels.device) % 2
+        # fold of each image: even / odd global index (the same folds on any number of ranks);
+        # the images of fold f are the batch rows first_of_fold[f]::2, a slice (no GPU host sync)
+        self._first_of_fold = (self.batch_start % 2, 1 - self.batch_start % 2)
 
     def on_layer(self, layer: str, x: torch.Tensor, y: torch.Tensor) -> None:
         b, n, k = x.shape
@@ -126,7 +126,7 @@ class DecoderFit(_DecoderPass):
                                                          y.reshape(b, 1, -1))}
         for kind, (features, targets) in designs.items():
             for fold in (0, 1):
-                rows = self._fold == fold
+                rows = slice(self._first_of_fold[fold], None, 2)
                 f = features[rows].reshape(-1, features.shape[-1])
                 t = targets[rows].reshape(-1, targets.shape[-1])
                 self.add(f"{layer}/{kind}/{fold}/xx", f.T @ f)
