@@ -65,6 +65,17 @@ for ax in axes[0]:
 fig.tight_layout()
 plt.show()
 
+# %%
+worst = attention.loc[attention.aci_sem.idxmax()] if attention.aci_sem.notna().any() else None
+display(Markdown(
+    f"The ACI is a mean over the first {int(attention.aci_images.min())} images of each model "
+    f"(`aci_max_images`); the other curves use all {int(attention.images.min())}. Its standard "
+    "error across images is at most "
+    + (f"{worst.aci_sem:.4f} ({worst.model}, block {int(worst.block)})" if worst is not None else "n/a")
+    + "; across blocks the ACI ranges over "
+    + ", ".join(f"{m} {f.aci.min():.3f}-{f.aci.max():.3f}" for m, f in attention.groupby("model", sort=False))
+    + "."))
+
 # %% [markdown]
 # ## Landmarks beside the paper
 #

@@ -351,3 +351,16 @@ def test_aci_by_squaring_known_answers():
     assert float(consensus_index(cycle, 0, method="squaring")) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="'auto', 'eig' or 'squaring'"):
         consensus_index(uniform, 0, method="power")
+
+
+def test_aci_standard_error_matches_numpy():
+    p, n = 1, 8
+    lay = layout(p, n, blocks=1)
+    att = {1: random_attention(10, p + n, seed=11, scale=3.0)}
+    acc = AttentionGraph(lay)
+    _feed(acc, att, [(0, 4), (4, 10)])
+    values = slow_aci(att[1], p)
+    assert row(acc.result(), 1).aci_sem == pytest.approx(values.std(ddof=1) / math.sqrt(10), rel=1e-6)
+    one = AttentionGraph(lay, aci_max_images=1)
+    _feed(one, att, [(0, 10)])
+    assert math.isnan(row(one.result(), 1).aci_sem)

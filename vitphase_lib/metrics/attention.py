@@ -81,6 +81,14 @@ def pagerank_share(mean_attention: np.ndarray, node: int = 0) -> float:
     return float(nx.pagerank(graph, weight="weight", max_iter=1000, tol=1e-10)[node])
 
 
+def _standard_error(total: float, total_sq: float, n: float) -> float:
+    """Standard error of a mean from the sum and the sum of squares of n values (NaN for n < 2)."""
+    if n < 2:
+        return math.nan
+    variance = max(0.0, (total_sq - total * total / n) / (n - 1))
+    return math.sqrt(variance / n)
+
+
 class AttentionGraph(Accumulator):
     """Per block: CLS centrality, [CLS] PageRank share, ACI."""
 
@@ -102,8 +110,9 @@ class AttentionGraph(Accumulator):
             self.add(f"{block}/ccc", cls_centrality(attention, prefix).sum())
         # the images with global index < aci_max_images (the same ones on any number of ranks)
         take = batch if self.aci_max_images is None else max(0, min(batch, self.aci_max_images - self.batch_start))
-        aci = consensus_index(attention[:take], prefix).sum() if take else attention.new_zeros(())
-        self.add(f"{block}/aci", aci)  # added even when zero: every rank holds the same sums
+        aci = consensus_index(attention[:take], prefix) if take else attention.new_zeros((0,))
+        self.add(f"{block}/aci", aci.sum())  # added even when zero: every rank holds the same sums
+        self.add(f"{block}/aci_sq", aci.square().sum())  # for the standard error of the mean
         self.add(f"{block}/aci_images", take)
 
     def result(self) -> pd.DataFrame:
@@ -120,6 +129,8 @@ class AttentionGraph(Accumulator):
                 "cls_pagerank_share": pagerank_share(mean_attention) if self.layout.has_cls else math.nan,
                 "uniform_pagerank_share": 1.0 / tokens,
                 "aci": float(self.sums[f"{block}/aci"]) / float(self.sums[f"{block}/aci_images"]),
+                "aci_sem": _standard_error(float(self.sums[f"{block}/aci"]), float(self.sums[f"{block}/aci_sq"]),
+                                           float(self.sums[f"{block}/aci_images"])),
                 "images": int(images), "aci_images": int(float(self.sums[f"{block}/aci_images"])),
             })
         return pd.DataFrame(rows)
