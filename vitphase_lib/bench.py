@@ -16,7 +16,7 @@ Two questions, each with a target:
   ``attention=False``: hooks + token metrics, fused attention).
 
   ``capture`` builds every accumulator with its defaults, so ``AttentionGraph`` computes the
-  Attention Consensus Index (an eigenvalue problem per image and block, the dominant cost) on
+  Attention Consensus Index (|lambda_2| per image and block, the dominant cost) on
   every image: the worst case. The book's profiles cap it at ``aci_max_images`` of their
   ``n_images`` images, so both runs also time ``capture, profile ACI``: ``capture`` with the ACI
   on the first K images, K = max(1, round(images * aci_max_images / n_images)) with the two
@@ -623,36 +623,36 @@ class BenchPlan:
 
 def default_plan(quick: bool) -> BenchPlan:
     """Full: 5 interleaved repeats of 5 variants (the diagnostic ones and ``capture, profile
-    ACI``); mini-B over 250 images in one batch of 250, ViT-B/16 over 8 images in one batch of 8;
-    memory at 500 / 2000 (mini-B) and 16 / 64 (ViT-B) images, at the timing batch sizes.
+    ACI``); mini-B over 500 images in batches of 250, ViT-B/16 over 16 images in batches of 8 (two
+    batches each, so what a pass pays once, such as allocating the float64 sums of 1 000 classes,
+    weighs as in a longer run only partly: the ratios are upper bounds); memory at 500 / 2000
+    (mini-B) and 16 / 64 (ViT-B) images, at the timing batch sizes.
 
     Quick (a smoke run): 2 repeats of plain, capture and capture with the profile's ACI share
-    over one batch of 100 (mini-B) and of 1 (ViT-B; its profile share rounds up to that one
-    image, so both capture variants do the same work); memory for mini-B only (each child
-    re-imports torch, and ViT-B's random init alone takes seconds), with batches of 50 (n is
-    still a whole number of batches, so 4n only adds batches) and the n and 4n children running
-    at the same time.
+    over one batch of 100 (mini-B) and of 4 (ViT-B; its profile share rounds up to one of the
+    four images); memory for mini-B only (each child re-imports torch, and ViT-B's random init
+    alone takes seconds), with batches of 50 (n is still a whole number of batches, so 4n only
+    adds batches) and the n and 4n children running at the same time.
 
     The profiles: mini-B is analysed with ``default`` (the mini zoo), ViT-B/16 with ``paper``
     (real ViTs); each sets the ACI cap of ``capture, profile ACI``.
 
-    Run time is dominated by ``AttentionGraph``'s per-image eigenvalues (ACI, every image in
-    ``capture``): about 20 ms per ViT-B block and image on one idle core, but seconds when MKL's
-    threads compete with other processes for the cores, so on two busy cores the quick run takes
-    minutes instead of under one, and the full run far longer than on an idle machine."""
+    Run time is dominated by ``AttentionGraph``'s per-image |lambda_2| (ACI, every image in
+    ``capture``), and MKL's threads slow down many times over when other processes compete for
+    the cores: on two busy cores the quick run takes minutes instead of under one."""
     from .models import MINI_ZOO
     vit_b = "vit_base_patch16_224"
     if quick:
         return BenchPlan(cases=(
             BenchCase(ModelSpec.mini(MINI_ZOO["mini-b"], batch_size=100), timing_images=100,
                       memory_n=50, memory_batch=50, profile="default"),
-            BenchCase(ModelSpec.timm(vit_b, batch_size=1, label="ViT-B/16"), timing_images=1,
+            BenchCase(ModelSpec.timm(vit_b, batch_size=4, label="ViT-B/16"), timing_images=4,
                       memory_n=None, profile="paper"),
         ), repeats=2, variants=(PLAIN, CAPTURE, CAPTURE_PROFILE), parallel_memory=True)
     return BenchPlan(cases=(
-        BenchCase(ModelSpec.mini(MINI_ZOO["mini-b"], batch_size=250), timing_images=250, memory_n=500,
+        BenchCase(ModelSpec.mini(MINI_ZOO["mini-b"], batch_size=250), timing_images=500, memory_n=500,
                   profile="default"),
-        BenchCase(ModelSpec.timm(vit_b, batch_size=8, label="ViT-B/16"), timing_images=8,
+        BenchCase(ModelSpec.timm(vit_b, batch_size=8, label="ViT-B/16"), timing_images=16,
                   memory_n=16, profile="paper"),
     ), repeats=5, variants=(*DIAGNOSTIC_VARIANTS, CAPTURE_PROFILE))
 
