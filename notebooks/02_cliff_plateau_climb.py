@@ -70,15 +70,16 @@ plt.show()
 #
 # ## Phase boundaries
 #
-# {numref}`tab-t2` gives the boundaries found by the three-piece fit: where the Plateau starts
-# (the bottom of the Cliff) and where the Climb starts, the lengths in blocks, and the fitted slope
-# of each phase (per layer).
+# {numref}`tab-t2` gives the boundaries the segmentation finds ({ref}`methods-phases`): where
+# the Plateau starts (the Cliff ends where at most a tenth of its fall is left to go) and where
+# the Climb starts (a two-piece fit of the rest whose second piece may not fall), the lengths in
+# blocks, and the slope of each phase per layer (for the Cliff, its mean fall).
 
 # %%
 t2 = phases[["model", "blocks", "plateau_start", "climb_start", "plateau_length",
              "plateau_fraction", "climb_length", "cliff_slope", "plateau_slope", "climb_slope"]]
-plotting.myst_table(t2, "Phase boundaries and Plateau length per model (three-piece "
-                    "piecewise-linear fit of the centered similarity).", "tab-t2")
+plotting.myst_table(t2, "Phase boundaries and Plateau length per model (segmentation of the "
+                    "centered similarity: Cliff end, then a two-piece Plateau-Climb fit).", "tab-t2")
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -112,11 +112,42 @@ def test_segmentation_is_deterministic_and_shift_invariant():
     assert c.rss == pytest.approx(a.rss, rel=1e-6)
 
 
-def test_straight_line_ties_go_to_the_earliest_knots():
-    # every (e, s) fits a straight line exactly: the tie rule picks e = 1, s = 2
+def test_a_curve_that_falls_all_the_way_is_all_cliff():
+    # no layer has only 10% of the Cliff left to fall: the Cliff runs to K - 3
     layers = layer_names(8)
     seg = segment_phases(np.linspace(0.5, -0.1, 10), layers)
+    assert (seg.plateau_start, seg.climb_start) == ("6", "7")
+    assert seg.climb_rise < 0
+
+
+def test_equal_fits_go_to_the_earliest_knot():
+    # after the Cliff a straight rise: every knot fits it exactly, the earliest wins
+    layers = layer_names(6)
+    seg = segment_phases([0.9, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], layers)
     assert (seg.plateau_start, seg.climb_start) == ("pe", "1")
+    np.testing.assert_allclose(seg.slopes, (-0.8, 0.1, 0.1), atol=1e-9)
+
+
+def test_a_fall_that_continues_into_block_1_stays_in_the_cliff():
+    """The mini zoo's shape: S falls at pe and again at block 1, then stays flat near the floor
+    with a last block that barely moves. The Cliff is raw..block 1, the Plateau runs to the lowest
+    point (block 11), and the "Climb" is the last block, with a tiny rise."""
+    y = [0.0550, -0.0039, -0.0136, -0.0148, -0.0151, -0.0159, -0.0163, -0.0167, -0.0169, -0.0170,
+         -0.0172, -0.0175, -0.0176, -0.0172]
+    seg = segment_phases(y, layer_names(12))
+    assert (seg.plateau_start, seg.climb_start) == ("1", "11")
+    assert (seg.plateau_length, seg.climb_length) == (10, 1)
+    assert seg.climb_rise == pytest.approx(0.0004)
+    assert seg.slopes[0] == pytest.approx((-0.0136 - 0.0550) / 2)
+
+
+def test_a_flat_tail_after_a_decline_is_plateau_not_climb():
+    # decline, then exactly flat to the end: no Climb; the Plateau runs to the last minimum
+    y = [0.5, 0.0, -0.02, -0.03, -0.035, -0.035, -0.035, -0.035, -0.035, -0.035]
+    seg = segment_phases(y, layer_names(8))
+    assert seg.plateau_start == "pe"
+    assert seg.climb_start == "7"
+    assert seg.climb_rise == 0.0
 
 
 # --------------------------------------------------------------------------- bad inputs

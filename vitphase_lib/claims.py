@@ -46,12 +46,17 @@ class ClaimCheck:
                 "why": self.reason}
 
 
+# a Climb must rise by more than this share of the Cliff (S(raw) - S(pe)): tokens re-correlate
+# visibly, not by what the last block happens to move
+CLIMB_MIN_RISE = 0.1
+
+
 def check_phases(phases: pd.DataFrame) -> ClaimCheck:
     """C1: a Cliff (S drops when PE is added), a long flat Plateau, and a short Climb at the end."""
     cliff = phases.cliff_drop_pe > 0
     plateau = (phases.plateau_fraction >= 1 / 3) & (
         phases.plateau_slope.abs() * phases.plateau_length < phases.cliff_drop_block1.abs())
-    climb = (phases.climb_slope > 0) & (phases.climb_rise > 0) & (
+    climb = (phases.climb_slope > 0) & (phases.climb_rise > CLIMB_MIN_RISE * phases.cliff_drop_pe.abs()) & (
         phases.climb_length <= np.maximum(5, np.ceil(phases.blocks / 3)))
     parts = []
     for _, row, c, p, k in zip(range(len(phases)), phases.itertuples(), cliff, plateau, climb):

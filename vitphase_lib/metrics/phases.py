@@ -1,15 +1,28 @@
 """Cliff / Plateau / Climb: a deterministic segmentation of a layer-wise similarity curve.
 
-The curve S over the layers ``raw, pe, 1..L`` (positions 0..K-1, K = L + 2) is fitted by a
-continuous piecewise-linear function with two knots, ``e`` (end of the Cliff = start of the
-Plateau) and ``s`` (start of the Climb):
+The curve S over the layers ``raw, pe, 1..L`` (positions 0..K-1, K = L + 2) is cut at two
+positions, ``e`` (end of the Cliff = start of the Plateau) and ``s`` (start of the Climb):
 
-    f(x) = a + b x + c (x - e)_+ + d (x - s)_+,    1 <= e < s <= K - 2,
+1. **Cliff.** The Cliff is the fall of S when positional encodings are added (``raw`` -> ``pe``,
+   size D = S(raw) - S(pe)), and it may go on for a few blocks. It ends at the first position
+   e >= 1 (``pe``) from which S never falls by more than ``CLIFF_END_FRACTION`` x D below its
+   value there: S(e) - min S[e:] <= 0.1 D. Without a fall at ``pe`` (D <= 0) the Cliff ends at
+   ``pe``. The Cliff's shape is not fitted; its slope is the mean fall per layer, (S(e) - S(0)) / e.
+2. **Plateau and Climb.** S over positions e..K-1 is fitted by least squares with a continuous
+   two-piece linear function with a knot at s, for every e < s <= K - 2, under the shape the names
+   describe: the Climb's slope is at least the Plateau's, and the Climb does not fall
+   (m_climb >= m_plateau, m_climb >= 0; bounded least squares, exact and deterministic). The knot
+   with the smallest residual sum of squares wins (ties go to the earliest). If the winner's Climb
+   is flat (m_climb = 0: no rise fits better than none), there is no Climb to find: the Plateau
+   runs to its lowest point (the last minimum of S over e+1..K-2), and the layers after it form
+   the reported "Climb", whose rise is then at most what the last blocks happen to move.
 
-by least squares for every admissible (e, s); the pair with the smallest residual sum of squares
-wins (ties go to the earliest knots). The Cliff is positions 0..e, the Plateau e..s, the Climb
-s..K-1. Nothing forces the phases to exist: the fitted slopes are reported, so a caller can say
-whether the "Climb" climbs and the "Plateau" is flat.
+Why not one three-piece least-squares fit over all layers: such a fit spends its two knots where
+the curve bends most. When the fall goes on from ``pe`` into block 1 and the rest is flat (the
+mini zoo on Fashion-MNIST), both knots land in the Cliff and the long flat tail is called the
+"Climb". Here the flat stretch of such a curve is its Plateau, and its "Climb" is the last
+block or two, which barely move. Nothing forces the Climb to rise: its slope and rise are
+reported, so a caller can say whether the "Climb" climbs and the "Plateau" is flat.
 """
 from __future__ import annotations
 
@@ -18,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import lsq_linear
 
 
 @dataclass(frozen=True)
@@ -30,8 +44,8 @@ class PhaseSegmentation:
     cliff_drop_pe: float          # S(raw) - S(pe): the drop when positional encodings are added
     cliff_drop_block1: float      # S(raw) - S(block 1)
     climb_rise: float             # S(last block) - S(climb_start)
-    slopes: tuple[float, float, float]  # fitted slope per layer of Cliff, Plateau, Climb
-    rss: float
+    slopes: tuple[float, float, float]  # per layer: Cliff (mean fall), Plateau and Climb (fitted)
+    rss: float                    # residual sum of squares of the Plateau-Climb fit
 
     def phase_of(self, layer: str) -> str:
         i = self.layers.index(layer)
@@ -39,12 +53,33 @@ class PhaseSegmentation:
         return "cliff" if i < e else ("plateau" if i <= s else "climb")
 
 
-def _hinge_fit(y: np.ndarray, e: int, s: int) -> tuple[float, np.ndarray]:
-    x = np.arange(len(y), dtype=np.float64)
-    design = np.stack([np.ones_like(x), x, np.maximum(x - e, 0), np.maximum(x - s, 0)], axis=1)
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    residual = y - design @ coef
-    return float(residual @ residual), coef
+CLIFF_END_FRACTION = 0.1  # the Cliff ends where S has at most 10% of the Cliff's size left to fall
+
+
+def cliff_end(y: np.ndarray) -> int:
+    """The position where the Cliff ends: the first e >= 1 with y[e] - min(y[e:]) <= 0.1 D,
+    D = y[0] - y[1] (1 when D <= 0), and at most len(y) - 3 (a Plateau and a Climb must follow)."""
+    drop = y[0] - y[1]
+    last = len(y) - 3
+    if drop <= 0:
+        return 1
+    for e in range(1, last + 1):
+        if y[e] - y[e:].min() <= CLIFF_END_FRACTION * drop:
+            return e
+    return last
+
+
+def _hinge_fit(y: np.ndarray, e: int, s: int) -> tuple[float, tuple[float, float]]:
+    """Least squares of y[e:] by a + m_p (x - e) + (m_c - m_p) (x - s)_+ under m_c >= m_p and
+    m_c >= 0, in the parameters (a, m_c, m_c - m_p), the last two non-negative (scipy's BVLS).
+    Returns the residual sum of squares and the slopes (m_p, m_c)."""
+    x = np.arange(e, len(y), dtype=np.float64)
+    # a + m_c (x - e) - (m_c - m_p) ((x - e) - (x - s)_+)
+    design = np.stack([np.ones_like(x), x - e, np.maximum(x - s, 0) - (x - e)], axis=1)
+    fit = lsq_linear(design, y[e:], bounds=([-np.inf, 0, 0], np.inf), method="bvls", tol=1e-14)
+    residual = y[e:] - design @ fit.x
+    _, climb, bend = fit.x
+    return float(residual @ residual), (float(climb - bend), float(climb))
 
 
 def segment_phases(similarity: Sequence[float], layers: Sequence[str]) -> PhaseSegmentation:
@@ -59,21 +94,26 @@ def segment_phases(similarity: Sequence[float], layers: Sequence[str]) -> PhaseS
     if not np.all(np.isfinite(y)):
         raise ValueError(f"the similarity curve has non-finite values: {y.tolist()}")
     k = len(y)
-    best: tuple[float, int, int, np.ndarray] | None = None
+    e = cliff_end(y)
+    best: tuple[float, int, tuple[float, float]] | None = None
     scale = max(1.0, float(np.abs(y).max()))
-    for e in range(1, k - 2):
-        for s in range(e + 1, k - 1):
-            rss, coef = _hinge_fit(y, e, s)
-            # ties (to rounding) go to the earliest knots: strict improvement required
-            if best is None or rss < best[0] - 1e-12 * scale:
-                best = (rss, e, s, coef)
-    rss, e, s, (_, b, c, d) = best
+    for s in range(e + 1, k - 1):
+        rss, slopes = _hinge_fit(y, e, s)
+        # ties (to rounding) go to the earliest knot: strict improvement required
+        if best is None or rss < best[0] - 1e-12 * scale:
+            best = (rss, s, slopes)
+    rss, s, (plateau_slope, climb_slope) = best
+    if climb_slope == 0.0:
+        # the bound is active: no rising Climb fits better than a flat one, so the flat tail is
+        # Plateau too; the Plateau runs to its lowest point and what follows is the "Climb"
+        s = e + 1 + int(np.flatnonzero(y[e + 1:k - 1] == y[e + 1:k - 1].min())[-1])
+        rss, (plateau_slope, climb_slope) = _hinge_fit(y, e, s)
     return PhaseSegmentation(
         layers=layers, plateau_start=layers[e], climb_start=layers[s],
         plateau_length=s - e, climb_length=k - 1 - s,
         cliff_drop_pe=float(y[0] - y[1]), cliff_drop_block1=float(y[0] - y[2]),
-        climb_rise=float(y[-1] - y[s]), slopes=(float(b), float(b + c), float(b + c + d)),
-        rss=rss)
+        climb_rise=float(y[-1] - y[s]),
+        slopes=(float(y[e] - y[0]) / e, plateau_slope, climb_slope), rss=rss)
 
 
 def phase_table(per_layer: pd.DataFrame, column: str = "centered_similarity",
