@@ -31,6 +31,7 @@ from .base import Accumulator
 # second_eigenvalue_modulus_by_squaring)
 SQUARINGS = 24
 
+
 def cls_centrality(attention: torch.Tensor, num_prefix: int) -> torch.Tensor:
     """Per image: mean over patch queries of the attention paid to token 0 ([CLS]), shape (B,)."""
     return attention[:, num_prefix:, 0].mean(dim=1)
