@@ -55,3 +55,10 @@ def test_paper_names_follow_profile_order():
     assert claims.paper_name(["x", "y", "z"], "z") == "ViT-L"
     assert claims.paper_name(["x", "y"], "x") is None
     assert np.isclose(claims.PAPER["isi_peak_vit_l"], 0.031)
+
+
+def test_phase_verdicts_name_the_missing_phase_per_model():
+    curves = pd.concat([_curve("three", three_phase()), _curve("flat", [0.3, 0.0] + [0.0] * 12)])
+    verdicts = claims.phase_verdicts(phase_table(curves)).set_index("model")
+    assert verdicts.loc["three"].tolist() == [True, True, True]
+    assert verdicts.loc["flat"].tolist() == [True, True, False]

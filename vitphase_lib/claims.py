@@ -51,13 +51,23 @@ class ClaimCheck:
 CLIMB_MIN_RISE = 0.1
 
 
-def check_phases(phases: pd.DataFrame) -> ClaimCheck:
-    """C1: a Cliff (S drops when PE is added), a long flat Plateau, and a short Climb at the end."""
+def phase_verdicts(phases: pd.DataFrame) -> pd.DataFrame:
+    """Per model (row of :func:`~vitphase_lib.metrics.phase_table`), whether it shows each phase:
+    ``cliff`` (S drops when PE is added), ``plateau`` (at least a third of the blocks, flatter over
+    its length than the drop at block 1) and ``climb`` (rising by more than ``CLIMB_MIN_RISE`` of
+    the Cliff, over at most max(5, L/3) blocks)."""
     cliff = phases.cliff_drop_pe > 0
     plateau = (phases.plateau_fraction >= 1 / 3) & (
         phases.plateau_slope.abs() * phases.plateau_length < phases.cliff_drop_block1.abs())
     climb = (phases.climb_slope > 0) & (phases.climb_rise > CLIMB_MIN_RISE * phases.cliff_drop_pe.abs()) & (
         phases.climb_length <= np.maximum(5, np.ceil(phases.blocks / 3)))
+    return pd.DataFrame({"model": phases.model, "cliff": cliff, "plateau": plateau, "climb": climb})
+
+
+def check_phases(phases: pd.DataFrame) -> ClaimCheck:
+    """C1: a Cliff (S drops when PE is added), a long flat Plateau, and a short Climb at the end."""
+    verdicts = phase_verdicts(phases)
+    cliff, plateau, climb = verdicts.cliff, verdicts.plateau, verdicts.climb
     parts = []
     for _, row, c, p, k in zip(range(len(phases)), phases.itertuples(), cliff, plateau, climb):
         parts.append(f"{row.model}: cliff {'yes' if c else 'no'} ({row.cliff_drop_pe:+.4f}), "
