@@ -38,6 +38,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from vitphase_lib import claims, plotting
+from vitphase_lib.metrics.scrambling import isi_regime
 from vitphase_lib.study import Study
 
 study = Study.from_notebook(profile, overrides, models=models, dataset=dataset, n_images=n_images,
@@ -104,11 +105,9 @@ display(Markdown(f"**Verdict ({study.profile} profile): C4 {plotting.verdict(che
 
 # %%
 patches = sorted({study.model(m).model.patch_embed.num_patches for m in study.models})
-blocks = scrambling[~scrambling.layer.isin(["raw", "pe", "head"])]
-lo, hi = float(blocks.isi.min()), float(blocks.isi.max())
-band = ("every block of every model is above 0.02, in the paper's \"chaotic\" band" if lo > 0.02 else
-        "every block of every model is below 0.004, in the paper's \"collapse\" band" if hi < 0.004 else
-        "the blocks span more than one of the paper's bands")
+lo, hi = float(t8.isi_min.min()), float(t8.isi_max.max())  # over all blocks of all models
+band = (f"every block of every model falls in the paper's \"{isi_regime(lo)}\" regime"
+        if isi_regime(lo) == isi_regime(hi) else "the blocks span more than one of the paper's regimes")
 text = (f"In this build the models see {' or '.join(map(str, patches))} patches per image and the "
         f"decoders read {study.infox_dims} principal components. Over all blocks of all models the ISI "
         f"runs from {lo:.4f} to {hi:.4f}: {band}.")

@@ -33,6 +33,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from vitphase_lib import claims, plotting
+from vitphase_lib.models import ALL_MINI_CONFIGS
 from vitphase_lib.study import Study
 
 study = Study.from_notebook(profile, overrides, models=models, dataset=dataset, n_images=n_images,
@@ -64,7 +65,7 @@ display(Markdown(
        "images with 49 patches ({ref}`chap-models`), not ImageNet models with 196: a claim that "
        "fails here may depend on scale, data or training length, and one that holds here is evidence "
        "that the mechanism does not need them."
-       if all(study.model(m).kind == "zoo" for m in study.models) else "")))
+       if all(m in ALL_MINI_CONFIGS for m in study.models) else "")))
 
 # %% [markdown]
 # ## Open questions this book can address
