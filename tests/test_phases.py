@@ -128,6 +128,29 @@ def test_equal_fits_go_to_the_earliest_knot():
     np.testing.assert_allclose(seg.slopes, (-0.8, 0.1, 0.1), atol=1e-9)
 
 
+def test_a_nearly_flat_straight_tail_is_all_plateau():
+    """mini-L's failure before this rule: after the Cliff a straight line rising by 0.0008 over
+    24 blocks fits as well at every knot, and the earliest knot made it "Plateau 1 block, Climb
+    22". A line that rises by at most 10% of the curve's range is Plateau up to the last block."""
+    layers = layer_names(24)
+    y = np.concatenate([[0.05, 0.004], -0.009 + 3.3e-5 * np.arange(24)])
+    seg = segment_phases(y, layers)
+    assert (seg.plateau_start, seg.climb_start) == ("1", "23")
+    assert (seg.plateau_length, seg.climb_length) == (22, 1)
+    assert seg.slopes[1] == pytest.approx(3.3e-5, rel=1e-6)
+    assert seg.climb_rise == pytest.approx(3.3e-5, rel=1e-6)
+
+
+def test_a_rise_then_slow_decline_has_no_climb():
+    # mini-L's measured curve (default build, 87.12% checkpoint): up over blocks 1-8, then down
+    y = [0.05008, 0.00447, -0.00899, -0.00683, -0.00748, -0.00604, -0.00498, -0.00454, -0.00368,
+         -0.00319, -0.00325, -0.00324, -0.00327, -0.00335, -0.00347, -0.00358, -0.00371, -0.00392,
+         -0.00402, -0.00405, -0.00408, -0.00415, -0.00473, -0.00496, -0.00531, -0.00606]
+    seg = segment_phases(y, layer_names(24))
+    assert (seg.plateau_start, seg.climb_start) == ("1", "23")
+    assert seg.climb_rise < 0
+
+
 def test_a_fall_that_continues_into_block_1_stays_in_the_cliff():
     """The mini zoo's shape: S falls at pe and again at block 1, then stays flat near the floor
     with a last block that barely moves. The Cliff is raw..block 1, the Plateau runs to the lowest

@@ -16,6 +16,11 @@ positions, ``e`` (end of the Cliff = start of the Plateau) and ``s`` (start of t
    is flat (m_climb = 0: no rise fits better than none), there is no Climb to find: the Plateau
    runs to its lowest point (the last minimum of S over e+1..K-2), and the layers after it form
    the reported "Climb", whose rise is then at most what the last blocks happen to move.
+   If the winner has no kink (m_climb = m_plateau: one straight line fits as well as any bend,
+   and every knot ties), the data show no boundary either. A line that rises by more than
+   ``FLAT_FRACTION`` of the curve's range (max S - min S) over the Plateau-Climb layers is all
+   Climb (the earliest knot, e + 1); a flatter one is all Plateau, and the "Climb" is the last
+   block (s = K - 2).
 
 Why not one three-piece least-squares fit over all layers: such a fit spends its two knots where
 the curve bends most. When the fall goes on from ``pe`` into block 1 and the rest is flat (the
@@ -54,6 +59,7 @@ class PhaseSegmentation:
 
 
 CLIFF_END_FRACTION = 0.1  # the Cliff ends where S has at most 10% of the Cliff's size left to fall
+FLAT_FRACTION = 0.1  # a straight line after the Cliff rising by at most 10% of S's range is flat
 
 
 def cliff_end(y: np.ndarray) -> int:
@@ -108,6 +114,12 @@ def segment_phases(similarity: Sequence[float], layers: Sequence[str]) -> PhaseS
         # Plateau too; the Plateau runs to its lowest point and what follows is the "Climb"
         s = e + 1 + int(np.flatnonzero(y[e + 1:k - 1] == y[e + 1:k - 1].min())[-1])
         rss, (plateau_slope, climb_slope) = _hinge_fit(y, e, s)
+    elif climb_slope == plateau_slope:
+        # no kink: one straight line, every knot ties; it is a Climb only if it rises materially
+        line_rise = climb_slope * (k - 1 - e)
+        if line_rise <= FLAT_FRACTION * float(y.max() - y.min()):
+            s = k - 2
+            rss, (plateau_slope, climb_slope) = _hinge_fit(y, e, s)
     return PhaseSegmentation(
         layers=layers, plateau_start=layers[e], climb_start=layers[s],
         plateau_length=s - e, climb_length=k - 1 - s,
