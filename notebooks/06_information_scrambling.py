@@ -104,7 +104,7 @@ display(Markdown(f"**Verdict ({study.profile} profile): C4 {plotting.verdict(che
 # than the B-shaped one?
 
 # %%
-patches = sorted({study.model(m).model.patch_embed.num_patches for m in study.models})
+patches = sorted(set(study.collect("analysis", "summary").num_patches.astype(int)))
 lo, hi = float(t8.isi_min.min()), float(t8.isi_max.max())  # over all blocks of all models
 band = (f"every block of every model falls in the paper's \"{isi_regime(lo)}\" regime"
         if isi_regime(lo) == isi_regime(hi) else "the blocks span more than one of the paper's regimes")

@@ -1,7 +1,10 @@
 """The built book in a real browser: every page loads without console errors and every figure
 image has loaded. The book is assembled from the committed smoke-profile chapters
 (tests/notebooks/) in a temporary folder, served on 127.0.0.1 and opened in headless Chromium
-(Debian packages chromium and chromium-driver, installed here where missing)."""
+(Debian packages chromium and chromium-driver, installed here where missing).
+
+To check a book you built (for example the default profile's), point the tests at its HTML:
+``VITPHASE_BOOK_HTML=_build/html .venv/bin/python -m pytest tests/test_book_browser.py``."""
 from __future__ import annotations
 
 import functools
@@ -32,6 +35,11 @@ def _ensure_chromium() -> None:
 
 @pytest.fixture(scope="module")
 def built_book(tmp_path_factory) -> Path:
+    if os.environ.get("VITPHASE_BOOK_HTML"):
+        html = Path(os.environ["VITPHASE_BOOK_HTML"]).resolve()
+        if not (html / "index.html").is_file():
+            raise FileNotFoundError(f"VITPHASE_BOOK_HTML={html} holds no built book (no index.html)")
+        return html
     root = tmp_path_factory.mktemp("book")
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(REPO / name, root / name)

@@ -233,3 +233,5 @@ def test_geometry_tables_on_a_tiny_vit(synthetic):
     raw_norm = float(torch.cat(recorder.tokens["raw"]).norm(dim=-1).mean())
     assert summary["pe_dominance_ratio"] == pytest.approx(pe_norm / raw_norm, rel=1e-5)
     assert not math.isnan(summary["pe_dominance_ratio"])
+    assert summary["num_patches"] == model.patch_embed.num_patches == recorder.tokens["raw"][0].shape[1]
+    assert summary["num_prefix_tokens"] == 1 and summary["has_cls"]

@@ -106,6 +106,7 @@ def _summary(model, layout: ViTLayout, per_layer: pd.DataFrame, top1: Top1) -> p
         summary["pe_dominance_ratio"] = pe_dominance_ratio(pe, raw_norm)
     summary["has_cls"] = layout.has_cls
     summary["num_prefix_tokens"] = layout.num_prefix_tokens
+    summary["num_patches"] = layout.num_patches
     return summary
 
 
