@@ -17,8 +17,8 @@ positions, ``e`` (end of the Cliff = start of the Plateau) and ``s`` (start of t
    runs to its lowest point (the last minimum of S over e+1..K-2), and the layers after it form
    the reported "Climb", whose rise is then at most what the last blocks happen to move.
    If the winner has no kink (m_climb = m_plateau: one straight line fits as well as any bend,
-   and every knot ties), the data show no boundary either. A line that rises by more than
-   ``FLAT_FRACTION`` of the curve's range (max S - min S) over the Plateau-Climb layers is all
+   and every knot ties), the data show no boundary either. A line that rises from e to the last
+   block by more than ``FLAT_FRACTION`` of the curve's range (max S - min S, all layers) is all
    Climb (the earliest knot, e + 1); a flatter one is all Plateau, and the "Climb" is the last
    block (s = K - 2).
 
