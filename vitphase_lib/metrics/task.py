@@ -28,9 +28,9 @@ class FiniteCheck(Accumulator):
 
     A batch is flagged when the sum of its activations is not finite: any NaN or inf makes the sum
     NaN or inf, while finite activations overflow a float32 sum only near 3e38 / their number (3e32
-    for a million values), far beyond any working model. One
-    reduction per layer, against four passes (and a boolean copy of the tokens) for
-    ``isfinite(tokens).all()``; ``vitphase bench`` counts this check in the capture's overhead."""
+    for a million values), far beyond any working model. One reduction per layer, against four
+    passes (and a boolean copy of the tokens) for ``isfinite(tokens).all()``; ``vitphase bench``
+    counts this check in the capture's overhead."""
 
     name = "finite"
 
