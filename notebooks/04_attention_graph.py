@@ -45,6 +45,7 @@ study = Study.from_notebook(profile, overrides, models=models, dataset=dataset, 
 attention = study.collect("analysis", "attention")
 phases = phase_table(study.collect("analysis", "per_layer"))
 summary = study.collect("analysis", "summary")
+landmarks = claims.attention_landmarks(attention, phases)  # T6, with the failure signatures
 
 # %% [markdown]
 # ## CLS centrality and consensus per block
@@ -52,9 +53,10 @@ summary = study.collect("analysis", "summary")
 # {numref}`fig-f3` shows, per block, the share of patch attention received by [CLS] (top; dotted:
 # the uniform share $1/(P+N)$; log scale), the [CLS] share of the attention graph's PageRank
 # (middle), and the ACI (bottom), against the block index and normalized depth. Grey bands mark
-# the paper's failure threshold 0.01 for centrality.
+# the paper's failure threshold 0.01 for centrality; a red cross marks a late centrality spike
+# (the paper's re-centralisation signature) where one occurs.
 
-# %% mystnb={"figure": {"caption": "CLS centrality (top, log scale; dotted: uniform attention), [CLS] PageRank share (middle) and Attention Consensus Index (bottom) per block, every model, against block index and normalized depth.", "name": "fig-f3"}}
+# %% mystnb={"figure": {"caption": "CLS centrality (top, log scale; dotted: uniform attention; grey band: the failure threshold 0.01; red cross: a late centrality spike), [CLS] PageRank share (middle) and Attention Consensus Index (bottom) per block, every model, against block index and normalized depth.", "name": "fig-f3"}}
 fig, axes = plt.subplots(3, 2, figsize=(11, 10), sharex="col")
 plotting.layer_curves(attention, "cls_centrality", "CLS centrality", axes=axes[0], logy=True)
 plotting.layer_curves(attention, "cls_pagerank_share", "[CLS] PageRank share", axes=axes[1], logy=True)
@@ -62,8 +64,29 @@ plotting.layer_curves(attention, "aci", "ACI = 1 - |lambda_2|", axes=axes[2])
 for ax in axes[0]:
     ax.axhline(claims.PAPER["cls_centrality_failure_threshold"], color="grey", lw=4, alpha=0.3)
     ax.axhline(attention.uniform_baseline.min(), color="grey", ls=":", lw=1)
+for spike in landmarks[landmarks.late_spike.astype(bool)].itertuples():
+    peak = attention[(attention.model == spike.model) & (attention.block == spike.late_peak_block)].iloc[0]
+    blocks = int(attention.loc[attention.model == spike.model, "block"].max())
+    for ax, x in zip(axes[0], (peak.block, peak.block / blocks)):
+        ax.scatter([x], [peak.cls_centrality], marker="x", s=90, color="red", zorder=5)
 fig.tight_layout()
 plt.show()
+
+# %%
+cls_models = landmarks[landmarks.ccc_first.notna()]
+spikes = cls_models[cls_models.late_spike.astype(bool)]
+unfinished = cls_models[cls_models.incomplete_marginalization.astype(bool)]
+threshold = claims.PAPER["cls_centrality_failure_threshold"]
+display(Markdown(
+    "Failure signatures in this build: "
+    + ("a late centrality spike in " + ", ".join(f"{r.model} (block {r.late_peak_block})"
+                                                for r in spikes.itertuples())
+       if len(spikes) else "no late centrality spike")
+    + "; "
+    + (f"centrality above {threshold} at the last block (incomplete marginalisation) in "
+       + ", ".join(f"{r.model} ({r.ccc_last:.4f})" for r in unfinished.itertuples())
+       if len(unfinished) else f"every model ends with centrality at or below {threshold}")
+    + "."))
 
 # %%
 worst = attention.loc[attention.aci_sem.idxmax()] if attention.aci_sem.notna().any() else None
@@ -84,7 +107,6 @@ display(Markdown(
 # numbers are for ViT-B (0.502 at the first block, 0.004 at the last).
 
 # %%
-landmarks = claims.attention_landmarks(attention, phases)
 paper_first, paper_last = claims.PAPER["cls_centrality_vit_b"]
 t6 = landmarks[["model", "ccc_first", "ccc_mid", "ccc_last", "pagerank_first", "pagerank_last",
                 "aci_first", "aci_mid", "aci_last", "late_spike", "incomplete_marginalization"]].copy()

@@ -50,17 +50,22 @@ main = claims.readout_rows(collapse)  # [CLS], or the mean patch token for model
 # %% [markdown]
 # ## NC1-NC4 per layer
 #
-# {numref}`fig-f4` shows the four measures per layer on the [CLS] feature (the mean patch token for
-# models without [CLS]); lower is more collapsed. NC1 and NC3 span orders of magnitude and are on a
-# log scale. Shaded: the last segment of each model's phase segmentation (its Climb, where C1 finds one).
+# {numref}`fig-f4` shows the four measures per layer on both features: the [CLS] token (solid) and
+# the mean patch token (dashed; models without [CLS] have only this one); lower is more collapsed.
+# NC1 and NC3 span orders of magnitude and are on a log scale. Shaded: the last segment of each
+# model's phase segmentation (its Climb, where C1 finds one).
 
-# %% mystnb={"figure": {"caption": "Neural Collapse per layer on the [CLS] feature: NC1 (within-class variability, log), NC2 (distance of the class means from a simplex ETF), NC3 (classifier vs class means, log) and NC4 (disagreement of nearest-class-center and classifier), against normalized depth; lower = more collapse.", "name": "fig-f4"}}
-frame = plotting.with_depth_axes(main)
+# %% mystnb={"figure": {"caption": "Neural Collapse per layer on the [CLS] token (solid) and the mean patch token (dashed): NC1 (within-class variability, log), NC2 (distance of the class means from a simplex ETF), NC3 (classifier vs class means, log) and NC4 (disagreement of nearest-class-center and classifier), against normalized depth; lower = more collapse.", "name": "fig-f4"}}
+import seaborn as sns
+
+frame = plotting.with_depth_axes(collapse)
+frame["feature"] = frame.feature.map({"cls": "[CLS]", "mean": "mean patch token"})
 fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
 for ax, (nc, label, logy) in zip(axes.flat, [("nc1", "NC1", True), ("nc2", "NC2 (ETF gap)", False),
                                              ("nc3", "NC3", True), ("nc4", "NC4 (1 - agreement)", False)]):
-    import seaborn as sns
-    sns.lineplot(data=frame, x="normalized_depth", y=nc, hue="model", marker="o", markersize=3, ax=ax)
+    sns.lineplot(data=frame, x="normalized_depth", y=nc, hue="model", style="feature",
+                 style_order=["[CLS]", "mean patch token"], marker="o", markersize=3, ax=ax,
+                 legend=ax is axes[0, 0])
     ax.set_ylabel(label)
     ax.set_xlabel("normalized depth (block / L)")
     if logy:
@@ -95,14 +100,47 @@ print(final[["model", "feature", "nc1", "nc2", "nc3", "nc4"]].round(4).to_string
 # %%
 main_final = main[main.layer == "head"]
 check = claims.check_collapse_b_vs_l(main_final, study.models)
+through = claims.collapse_through_phases(main, phases)
 has_climb = claims.phase_verdicts(phases).set_index("model").climb
-climb_gain = []
-for row in phases.itertuples():
-    curve = main[main.model == row.model].set_index("layer")
-    start = curve.nc1.get(row.climb_start, float("nan"))
-    segment = "the Climb" if has_climb[row.model] else "the last segment (no Climb by C1's criteria)"
-    climb_gain.append(f"{row.model}: NC1 {start:.3g} at the start of {segment}, layer "
-                      f"{row.climb_start}, -> {curve.nc1['head']:.3g} after the final norm")
+plotting.myst_table(
+    through[["model", "plateau_start_block", "climb_start_block", "blocks", "nc1_plateau_start",
+             "nc1_climb_start", "nc1_last_block", "plateau_decades_per_block",
+             "climb_decades_per_block", "forms_in_climb"]],
+    "NC1 on the readout feature at the Plateau's first block, at the start of the Climb and at "
+    "the last block, and its change per block (decades, log10) on the Plateau and over the Climb; "
+    "forms_in_climb: NC1 falls over the Climb, faster than on the Plateau.", "tab-nc-phases",
+    floatfmt=".4g")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(through[["model", "plateau_decades_per_block", "climb_decades_per_block",
+               "forms_in_climb"]].round(4).to_string(index=False))
+
+# %%
+forming = []
+for row in through.itertuples():
+    segment = "Climb" if has_climb[row.model] else "last segment (no Climb by C1's criteria)"
+    plateau = ("with no Plateau to compare" if pd.isna(row.plateau_decades_per_block) else
+               f"against {row.plateau_decades_per_block:+.3f} on the Plateau")
+    where = "in the Climb" if has_climb[row.model] else "in the last segment"
+    forming.append(
+        f"{row.model}: over its {segment}, blocks {row.climb_start_block}-{row.blocks}, NC1 changes by "
+        f"{row.climb_decades_per_block:+.3f} decades per block {plateau}, so collapse "
+        + (f"**forms {where}**" if row.forms_in_climb else f"**does not form {where}**"))
+landmarks = claims.attention_landmarks(study.collect("analysis", "attention"), phases)
+spiking = landmarks.loc[landmarks.late_spike.astype(bool), "model"].tolist()
+nc2 = main_final.set_index("model").nc2
+if spiking:
+    worst = nc2.idxmax()
+    spike_text = (f"The paper ties a late CLS-centrality spike ({{ref}}`chap-attention`) to worse "
+                  f"collapse: here {', '.join(spiking)} show(s) one, and the worst final NC2 is "
+                  f"{worst}'s ({nc2[worst]:.4f}), " + ("which agrees." if worst in spiking else
+                                                      "which does not agree."))
+else:
+    spike_text = ("The paper ties a late CLS-centrality spike ({ref}`chap-attention`) to worse "
+                  "collapse; no model of this build shows one, so that link cannot be checked here.")
+display(Markdown("Where collapse forms ({numref}`tab-nc-phases`): " + "; ".join(forming) + ".\n\n"
+                 + spike_text))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -111,5 +149,4 @@ print(check.reason)
 
 # %%
 display(Markdown(f"**Verdict ({study.profile} profile): C5, geometry half, "
-                 f"{plotting.verdict(check.holds)}** — {check.measured}; {check.reason}.\n\n"
-                 "Collapse across the end of the network: " + "; ".join(climb_gain) + "."))
+                 f"{plotting.verdict(check.holds)}** — {check.measured}; {check.reason}."))

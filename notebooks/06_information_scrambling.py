@@ -44,6 +44,7 @@ from vitphase_lib.study import Study
 study = Study.from_notebook(profile, overrides, models=models, dataset=dataset, n_images=n_images,
                             device=device, dtype=dtype, batch_size=batch_size)
 scrambling = study.collect("analysis", "scrambling")
+collapse_below, chaotic_above = study.isi_thresholds  # the paper's 0.004 and 0.02 unless overridden
 
 # %% [markdown]
 # ## InfoX and ISI per layer
@@ -61,7 +62,7 @@ for ax, (column, label) in zip(axes, [("infox_self", "InfoX_self (held-out R²)"
     sns.lineplot(data=frame, x="normalized_depth", y=column, hue="model", marker="o", markersize=3, ax=ax)
     ax.set_xlabel("normalized depth (block / L)")
     ax.set_ylabel(label)
-for threshold in (0.004, 0.02):
+for threshold in (collapse_below, chaotic_above):
     axes[2].axhline(threshold, color="grey", lw=1, ls="--")
 fig.tight_layout()
 plt.show()
@@ -70,12 +71,18 @@ plt.show()
 # ## ISI range and regime beside the paper
 
 # %%
-t8 = claims.isi_summary(scrambling)
+t8 = claims.isi_summary(scrambling, collapse_below, chaotic_above)
 t8.insert(1, "paper model", [claims.paper_name(study.models, m) or "-" for m in t8.model])
-t8["paper"] = ["0.004-0.009 (controlled)" if p == "ViT-B" else "peak 0.031 (chaotic)" if p == "ViT-L"
-               else "n/r" for p in t8["paper model"]]
-plotting.myst_table(t8, "ISI range over the blocks, the block where it peaks and the regime of the "
-                    "peak, beside the paper's values (n/r = not reported).", "tab-t8", floatfmt=".4f")
+band_low, band_high = claims.PAPER["isi_band_vit_b"]
+paper_column = {"ViT-B": f"{band_low}-{band_high} (controlled)",
+                "ViT-L": f"peak {claims.PAPER['isi_peak_vit_l']} (chaotic)"}
+t8["paper"] = [paper_column.get(p, "n/r") for p in t8["paper model"]]
+plotting.myst_table(t8,
+                    "ISI range over the blocks, the block where it peaks and the regime of the "
+                    "peak; how many blocks fall in each regime (collapse / controlled / chaotic) and "
+                    f"in the paper's ViT-B band {band_low}-{band_high}; the failure signature (peak "
+                    f"above {claims.PAPER['isi_failure_threshold']}); the paper's values (n/r = not "
+                    "reported).", "tab-t8", floatfmt=".4f")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -106,8 +113,9 @@ display(Markdown(f"**Verdict ({study.profile} profile): C4 {plotting.verdict(che
 # %%
 patches = sorted(set(study.collect("analysis", "summary").num_patches.astype(int)))
 lo, hi = float(t8.isi_min.min()), float(t8.isi_max.max())  # over all blocks of all models
-band = (f"every block of every model falls in the paper's \"{isi_regime(lo)}\" regime"
-        if isi_regime(lo) == isi_regime(hi) else "the blocks span more than one of the paper's regimes")
+regime_lo, regime_hi = (isi_regime(v, collapse_below, chaotic_above) for v in (lo, hi))
+band = (f"every block of every model falls in the paper's \"{regime_lo}\" regime"
+        if regime_lo == regime_hi else "the blocks span more than one of the paper's regimes")
 text = (f"In this build the models see {' or '.join(map(str, patches))} patches per image and the "
         f"decoders read {study.infox_dims} principal components. Over all blocks of all models the ISI "
         f"runs from {lo:.4f} to {hi:.4f}: {band}.")

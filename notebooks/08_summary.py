@@ -52,6 +52,8 @@ for c in checks:
 # ## What the differences suggest
 
 # %%
+configs = ([ALL_MINI_CONFIGS[m] for m in study.models]
+           if all(m in ALL_MINI_CONFIGS for m in study.models) else [])
 held = [c.claim for c in checks if c.holds]
 failed = [c.claim for c in checks if c.holds is False]
 untested = [c.claim for c in checks if c.holds is None]
@@ -61,11 +63,12 @@ display(Markdown(
     + (f"; **{len(failed)} do not** ({', '.join(failed)})" if failed else "")
     + (f"; {len(untested)} cannot be tested with these models ({', '.join(untested)})" if untested else "")
     + "."
-    + (" This build's models are small ViTs trained from scratch on 2 CPU cores on 28 x 28 grey "
-       "images with 49 patches ({ref}`chap-models`), not ImageNet models with 196: a claim that "
-       "fails here may depend on scale, data or training length, and one that holds here is evidence "
-       "that the mechanism does not need them."
-       if all(m in ALL_MINI_CONFIGS for m in study.models) else "")))
+    + (f" This build's models are small ViTs trained from scratch ({{ref}}`chap-models`) on "
+       f"{' or '.join(sorted({f'{c.img_size} x {c.img_size}' for c in configs}))} grey images with "
+       f"{' or '.join(map(str, sorted({(c.img_size // c.patch_size) ** 2 for c in configs})))} "
+       "patches, not ImageNet models with 196: a claim that fails here may depend on scale, data or "
+       "training length, and one that holds here is evidence that the mechanism does not need them."
+       if configs else "")))
 
 # %% [markdown]
 # ## Open questions this book can address

@@ -256,6 +256,35 @@ def test_several_sinks_and_several_batches(mini, mini_images):
     assert a.tokens["head"].shape == (2, 50, 16)  # the last batch
 
 
+def test_sinks_run_in_full_precision_under_bf16_autocast(mini, mini_images):
+    """Under the model's bf16 autocast a sink's own products must stay float32 (a moment
+    x^T x computed in bf16 loses the covariance to cancellation), while the model itself runs
+    in bf16 (the tokens arrive as bf16)."""
+
+    class ProductDtypes(Recorder):
+        def __init__(self):
+            super().__init__()
+            self.token_products, self.attention_products, self.token_dtypes = {}, {}, {}
+
+        def on_tokens(self, layer, tokens):
+            x = tokens.float().reshape(-1, tokens.shape[-1])
+            self.token_products[layer] = (x.T @ x).dtype
+            self.token_dtypes[layer] = tokens.dtype
+
+        def on_attention(self, block, attention):
+            self.attention_products[block] = (attention @ attention).dtype
+
+    sink = ProductDtypes()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), trace(mini, [sink]):
+        mini(mini_images)
+        inside = torch.randn(4, 4) @ torch.randn(4, 4)
+    assert inside.dtype == torch.bfloat16  # autocast was on around the model
+    assert torch.bfloat16 in sink.token_dtypes.values()
+    assert set(sink.token_products.values()) == {torch.float32}
+    assert set(sink.attention_products.values()) == {torch.float32}
+    assert len(sink.token_products) == 5 and len(sink.attention_products) == 2
+
+
 def test_non_vit_raises_unsupported_model_error():
     resnet = timm.create_model("resnet18", pretrained=False)
     with pytest.raises(UnsupportedModelError, match="not a timm VisionTransformer"):

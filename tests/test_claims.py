@@ -1,6 +1,7 @@
 """The claim criteria: each verdict flips when the data contradicts it."""
 import numpy as np
 import pandas as pd
+import pytest
 
 from vitphase_lib import claims
 from vitphase_lib.metrics import phase_table
@@ -62,3 +63,437 @@ def test_phase_verdicts_name_the_missing_phase_per_model():
     verdicts = claims.phase_verdicts(phase_table(curves)).set_index("model")
     assert verdicts.loc["three"].tolist() == [True, True, True]
     assert verdicts.loc["flat"].tolist() == [True, True, False]
+
+
+# --- T6 attention landmarks ----------------------------------------------------------------------
+
+def _attention(model, ccc, aci=None, pagerank=None):
+    """One model's attention table: block i (1-based) has ccc[i-1], aci[i-1], pagerank[i-1]."""
+    blocks = len(ccc)
+    aci = [0.1 * b for b in range(1, blocks + 1)] if aci is None else aci
+    pagerank = [0.01 * b for b in range(1, blocks + 1)] if pagerank is None else pagerank
+    return pd.DataFrame({"model": model, "block": range(1, blocks + 1), "cls_centrality": ccc,
+                         "cls_pagerank_share": pagerank, "aci": aci})
+
+
+def _phases(*rows):
+    """Phase segmentation rows (model, plateau_start, climb_start), layer names as in phase_table."""
+    return pd.DataFrame(rows, columns=["model", "plateau_start", "climb_start"])
+
+
+def _landmark(attention, phases, model):
+    return claims.attention_landmarks(attention, phases).set_index("model").loc[model]
+
+
+@pytest.mark.parametrize("plateau_start, climb_start, mid, plateau, climb", [
+    ("pe", "9", 5, range(1, 10), range(10, 13)),    # Plateau 1..9: the 5th of 9 blocks
+    ("raw", "9", 5, range(1, 10), range(10, 13)),   # raw, like pe, means "from block 1"
+    ("3", "9", 6, range(3, 10), range(10, 13)),     # Plateau 3..9: the 4th of 7 blocks
+    ("2", "5", 4, range(2, 6), range(6, 13)),       # Plateau 2..5 (even length): upper middle
+])
+def test_t6_landmarks_read_first_mid_plateau_and_last_block(plateau_start, climb_start, mid, plateau, climb):
+    ccc = [0.5 / b for b in range(1, 13)]
+    aci = [0.1 * b ** 2 for b in range(1, 13)]  # non-linear, so plateau/climb means tell ranges apart
+    pagerank = [0.3 - 0.02 * b for b in range(1, 13)]
+    row = _landmark(_attention("m", ccc, aci, pagerank), _phases(("m", plateau_start, climb_start)), "m")
+    assert row.mid_block == mid
+    assert np.isclose(row.ccc_first, ccc[0]) and np.isclose(row.ccc_mid, ccc[mid - 1])
+    assert np.isclose(row.ccc_last, ccc[-1])
+    assert np.isclose(row.pagerank_first, pagerank[0]) and np.isclose(row.pagerank_last, pagerank[-1])
+    assert np.isclose(row.aci_first, aci[0]) and np.isclose(row.aci_mid, aci[mid - 1])
+    assert np.isclose(row.aci_last, aci[-1])
+    assert np.isclose(row.aci_plateau_mean, np.mean([aci[b - 1] for b in plateau]))
+    assert np.isclose(row.aci_climb_mean, np.mean([aci[b - 1] for b in climb]))
+
+
+def test_t6_landmarks_are_per_model_with_each_models_own_depth_and_phases():
+    attention = pd.concat([_attention("b", [0.5] * 11 + [0.004]),
+                           _attention("l", [0.4] * 23 + [0.02], aci=[1.0] * 20 + [3.0] * 4)])
+    phases = _phases(("l", "pe", "20"), ("b", "pe", "9"))  # other order than the attention table
+    rows = claims.attention_landmarks(attention, phases).set_index("model")
+    assert rows.loc["b", "mid_block"] == 5 and rows.loc["l", "mid_block"] == 11
+    assert np.isclose(rows.loc["b", "ccc_last"], 0.004) and np.isclose(rows.loc["l", "ccc_last"], 0.02)
+    assert np.isclose(rows.loc["l", "aci_plateau_mean"], 1.0) and np.isclose(rows.loc["l", "aci_climb_mean"], 3.0)
+    assert not rows.loc["b", "incomplete_marginalization"] and rows.loc["l", "incomplete_marginalization"]
+
+
+@pytest.mark.parametrize("plateau_ccc, climb_peak, spike", [
+    (0.003, 0.02, True),    # above both 2 x 0.003 and 0.01
+    (0.003, 0.009, False),  # above 2 x median but not above 0.01: the absolute floor matters
+    (0.003, 0.01, False),   # exactly 0.01 is not above it
+    (0.02, 0.03, False),    # above 0.01 but not above 2 x median 0.04: the relative criterion matters
+    (0.02, 0.05, True),     # above both
+])
+def test_t6_late_spike_needs_a_climb_maximum_above_twice_the_plateau_median_and_001(plateau_ccc, climb_peak, spike):
+    # Plateau 1..9 flat at plateau_ccc; the peak sits in the middle of the Climb (10..12)
+    ccc = [plateau_ccc] * 9 + [0.001, climb_peak, 0.001]
+    row = _landmark(_attention("m", ccc), _phases(("m", "pe", "9")), "m")
+    assert bool(row.late_spike) is spike
+
+
+def test_t6_late_spike_uses_the_plateau_median_and_only_climb_blocks():
+    # one high Plateau block does not move the median (0.003), so the Climb peak 0.02 is a spike
+    ccc = [0.003] * 8 + [0.5, 0.001, 0.02, 0.001]
+    assert _landmark(_attention("m", ccc), _phases(("m", "pe", "9")), "m").late_spike
+    # a peak at climb_start belongs to the Plateau (the last Plateau block), not to the Climb
+    ccc = [0.003] * 8 + [0.05, 0.003, 0.003, 0.003]
+    assert not _landmark(_attention("m", ccc), _phases(("m", "pe", "9")), "m").late_spike
+    # the same peak one block later is in the Climb
+    ccc = [0.003] * 9 + [0.05, 0.003, 0.003]
+    assert _landmark(_attention("m", ccc), _phases(("m", "pe", "9")), "m").late_spike
+
+
+@pytest.mark.parametrize("ccc_last, incomplete", [(0.02, True), (0.0101, True), (0.01, False), (0.004, False)])
+def test_t6_incomplete_marginalization_is_last_block_centrality_above_001(ccc_last, incomplete):
+    ccc = [0.5] * 10 + [0.5, ccc_last]  # block 11 is high: only the last block counts
+    row = _landmark(_attention("m", ccc), _phases(("m", "pe", "9")), "m")
+    assert bool(row.incomplete_marginalization) is incomplete
+
+
+def test_t6_a_model_without_cls_has_nan_centrality_and_no_failure_signature():
+    # global-pool models have no [CLS]: the attention table carries NaN centrality and PageRank
+    attention = pd.concat([_attention("vit", [0.5] * 11 + [0.004]),
+                           _attention("gap", [np.nan] * 12, pagerank=[np.nan] * 12)])
+    rows = claims.attention_landmarks(attention, _phases(("vit", "pe", "9"), ("gap", "pe", "9")))
+    gap = rows.set_index("model").loc["gap"]
+    assert np.isnan(gap.ccc_first) and np.isnan(gap.ccc_last) and np.isnan(gap.pagerank_last)
+    assert not gap.late_spike and not gap.incomplete_marginalization
+    assert np.isclose(gap.aci_climb_mean, 1.1)  # ACI does not need [CLS]
+
+
+# --- C3 [CLS] marginalisation ---------------------------------------------------------------------
+
+C3_MODELS = ("s", "b", "l")
+C3_TOP1 = {"s": 70.0, "b": 80.0, "l": 75.0}  # b best, s worst
+
+
+def _c3_inputs(first=None, last=None, plateau_aci=None, climb_aci=None, top1=None, models=C3_MODELS):
+    """Landmarks of 12-block models (Plateau 1..9, Climb 10..12) whose CCC runs linearly from
+    ``first`` to ``last`` and whose ACI is ``plateau_aci`` on the Plateau, ``climb_aci`` in the
+    Climb; each argument maps model -> value and defaults to a case where C3 holds (the best
+    model, b, ends lowest)."""
+    first = {m: 0.5 for m in models} | (first or {})
+    last = {"s": 0.008, "b": 0.002, "l": 0.005} | (last or {})
+    plateau_aci = {m: 0.25 for m in models} | (plateau_aci or {})
+    climb_aci = {m: 0.75 for m in models} | (climb_aci or {})
+    top1 = C3_TOP1 | (top1 or {})
+    cls_models = [m for m in models if not np.isnan(first[m])]
+    landmarks = []
+    if cls_models:
+        attention = pd.concat([_attention(m, np.linspace(first[m], last[m], 12),
+                                          aci=[plateau_aci[m]] * 9 + [climb_aci[m]] * 3) for m in cls_models])
+        landmarks.append(claims.attention_landmarks(attention, _phases(*[(m, "pe", "9") for m in cls_models])))
+    # a model without [CLS]: its landmark row as T6 gives it (NaN centrality, ACI still measured),
+    # built here so these C3 tests do not depend on T6's NaN handling (tested on its own above)
+    landmarks += [pd.DataFrame([{"model": m, "ccc_first": np.nan, "ccc_mid": np.nan, "ccc_last": np.nan,
+                                 "aci_plateau_mean": plateau_aci[m], "aci_climb_mean": climb_aci[m],
+                                 "late_spike": False, "incomplete_marginalization": False}])
+                  for m in models if m not in cls_models]
+    return (pd.concat(landmarks, ignore_index=True),
+            pd.DataFrame({"model": list(models), "top1": [top1[m] for m in models]}))
+
+
+def test_c3_holds_when_every_part_holds():
+    check = claims.check_cls_marginalization(*_c3_inputs())
+    assert check.holds is True and check.reason == "every part holds"
+    assert "b: CCC 0.500 -> 0.002" in check.measured
+
+
+def test_c3_final_centrality_of_exactly_001_still_counts_as_marginalised():
+    check = claims.check_cls_marginalization(*_c3_inputs(last={"s": 0.01}))
+    assert check.holds is True
+
+
+@pytest.mark.parametrize("change, failing", [
+    # b's CCC rises (0.001 -> 0.002), still small and still the lowest at the end
+    ({"first": {"b": 0.001}}, "CCC falls"),
+    # s and l end above 0.01 (ranking kept: worst model highest)
+    ({"last": {"s": 0.03, "l": 0.02}}, "CCC <= 0.01 at the end"),
+    # l's ACI is flat from Plateau to Climb (equal is not higher)
+    ({"climb_aci": {"l": 0.25}}, "ACI rises in the Climb"),
+    # l's ACI falls in the Climb
+    ({"climb_aci": {"l": 0.125}}, "ACI rises in the Climb"),
+    # the best model ends with the highest CCC
+    ({"top1": {"s": 80.0, "b": 70.0}}, "better model marginalises more"),
+])
+def test_c3_fails_on_each_part_and_names_it(change, failing):
+    check = claims.check_cls_marginalization(*_c3_inputs(**change))
+    assert check.holds is False
+    assert check.reason == "fails: " + failing
+
+
+def test_c3_ranking_needs_three_models():
+    # with two models the anti-ranking is not testable, so the same reversed top-1 does not fail
+    models = ("b", "l")
+    check = claims.check_cls_marginalization(*_c3_inputs(top1={"b": 70.0, "l": 80.0}, models=models))
+    assert check.holds is True
+    check = claims.check_cls_marginalization(*_c3_inputs(top1={"b": 70.0, "l": 80.0, "s": 75.0}))
+    assert check.holds is False and "better model marginalises more" in check.reason
+
+
+def test_c3_is_not_applicable_without_cls():
+    nan = {m: np.nan for m in C3_MODELS}
+    check = claims.check_cls_marginalization(*_c3_inputs(first=nan, last=nan))
+    assert check.holds is None and "not applicable" in check.reason
+
+
+def test_c3_ignores_a_model_without_cls():
+    models = C3_MODELS + ("gap",)
+    # the pooled model has no [CLS] (NaN CCC) and an ACI that falls in the Climb
+    inputs = dict(first={"gap": np.nan}, last={"gap": np.nan}, climb_aci={"gap": 0.1},
+                  top1={"gap": 90.0}, models=models)
+    check = claims.check_cls_marginalization(*_c3_inputs(**inputs))
+    assert check.holds is True and "gap" not in check.measured
+    # the three [CLS] models are still checked: break one of them and the claim fails
+    inputs["climb_aci"] = {"gap": 0.1, "l": 0.1}
+    check = claims.check_cls_marginalization(*_c3_inputs(**inputs))
+    assert check.holds is False and check.reason == "fails: ACI rises in the Climb"
+
+
+# --- C5a final geometry B vs L ---------------------------------------------------------------------
+
+def _final_nc(b, l_, s=(9.0, 9.0, 9.0, 9.0)):
+    """Final NC1-NC4 per model; rows deliberately not in S/B/L order."""
+    return pd.DataFrame([{"model": m, **dict(zip(("nc1", "nc2", "nc3", "nc4"), v))}
+                         for m, v in (("l", l_), ("s", s), ("b", b))])
+
+
+@pytest.mark.parametrize("b, l_, better, holds", [
+    ((1, 1, 1, 1), (2, 2, 2, 2), 4, True),
+    ((1, 1, 1, 3), (2, 2, 2, 2), 3, True),
+    ((3, 1, 1, 3), (2, 2, 2, 2), 2, False),
+    ((2, 1, 1, 3), (2, 2, 2, 2), 2, False),  # a tie is not better
+    ((3, 3, 3, 3), (2, 2, 2, 2), 0, False),
+])
+def test_c5a_needs_b_better_on_at_least_three_nc_measures(b, l_, better, holds):
+    check = claims.check_collapse_b_vs_l(_final_nc(b, l_), ("s", "b", "l"))
+    assert check.holds is holds
+    assert check.reason == f"b is better on {better} of 4 NC measures"
+
+
+def test_c5a_compares_the_second_and_third_profile_models():
+    # the same table read with B and L swapped flips the verdict
+    table = _final_nc((1, 1, 1, 3), (2, 2, 2, 2))
+    assert claims.check_collapse_b_vs_l(table, ("s", "b", "l")).holds is True
+    assert claims.check_collapse_b_vs_l(table, ("s", "l", "b")).holds is False
+
+
+def test_c5a_needs_three_models():
+    check = claims.check_collapse_b_vs_l(_final_nc((1, 1, 1, 1), (2, 2, 2, 2)), ("b", "l"))
+    assert check.holds is None
+
+
+def test_c5a_measured_shows_four_decimals():
+    check = claims.check_collapse_b_vs_l(_final_nc((1.1001, 1, 1, 1), (1.1002, 2, 2, 2)), ("s", "b", "l"))
+    assert "NC1 1.1001 vs 1.1002" in check.measured
+    assert "NC4 1.0000 vs 2.0000" in check.measured
+    assert check.holds is True
+
+
+# --- T8 ISI summary ---------------------------------------------------------------------------------
+
+def _scrambling(model, block_isi, raw=0.5, pe=0.0001, head=0.9):
+    """One model's scrambling table: raw, pe, blocks 1..n, head (raw/head high, pe low: they
+    would be the extremes if they were counted)."""
+    layers = ["raw", "pe"] + [str(b) for b in range(1, len(block_isi) + 1)] + ["head"]
+    return pd.DataFrame({"model": model, "layer": layers, "isi": [raw, pe, *block_isi, head]})
+
+
+def test_t8_isi_summary_counts_blocks_only():
+    isi = [0.003, 0.004, 0.006, 0.009, 0.0095, 0.02, 0.021, 0.005]
+    row = claims.isi_summary(_scrambling("m", isi)).set_index("model").loc["m"]
+    assert np.isclose(row.isi_min, 0.003) and np.isclose(row.isi_max, 0.021)
+    assert np.isclose(row.isi_median, 0.0075)  # median of the 8 blocks
+    assert row.peak_block == 7 and row.blocks == 8
+    assert row.regime_at_peak == "chaotic diffusion" and row.failure_signature
+    # < 0.004 collapse; 0.004 .. 0.02 (both inclusive) controlled; > 0.02 chaotic
+    assert (row.blocks_collapse, row.blocks_controlled, row.blocks_chaotic) == (1, 6, 1)
+    # 0.004, 0.005, 0.006, 0.009 are in the band 0.004-0.009; 0.0095 is not
+    assert row.blocks_in_vit_b_band == 4
+
+
+def test_t8_isi_summary_is_per_model():
+    table = pd.concat([_scrambling("b", [0.005, 0.008, 0.006]), _scrambling("l", [0.01] * 20 + [0.031, 0.02])])
+    rows = claims.isi_summary(table).set_index("model")
+    assert rows.loc["b", "peak_block"] == 2 and rows.loc["l", "peak_block"] == 21
+    assert rows.loc["b", "blocks"] == 3 and rows.loc["l", "blocks"] == 22
+    assert rows.loc["b", "blocks_in_vit_b_band"] == 3 and rows.loc["l", "blocks_in_vit_b_band"] == 0
+    assert not rows.loc["b", "failure_signature"] and rows.loc["l", "failure_signature"]
+
+
+@pytest.mark.parametrize("peak, regime, failure", [
+    (0.0039, "communication collapse", False),
+    (0.004, "controlled consensus", False),
+    (0.02, "controlled consensus", False),
+    (0.0201, "chaotic diffusion", True),
+])
+def test_t8_regime_and_failure_signature_at_the_peak(peak, regime, failure):
+    row = claims.isi_summary(_scrambling("m", [0.001, peak, 0.001])).iloc[0]
+    assert row.peak_block == 2 and np.isclose(row.isi_max, peak)
+    assert row.regime_at_peak == regime and bool(row.failure_signature) is failure
+
+
+def test_t8_regime_thresholds_are_configurable():
+    isi = [0.003, 0.006, 0.015, 0.025]
+    row = claims.isi_summary(_scrambling("m", isi), collapse_below=0.005, chaotic_above=0.01).iloc[0]
+    assert (row.blocks_collapse, row.blocks_controlled, row.blocks_chaotic) == (1, 1, 2)
+    row = claims.isi_summary(_scrambling("m", isi)).iloc[0]
+    assert (row.blocks_collapse, row.blocks_controlled, row.blocks_chaotic) == (1, 2, 1)
+
+
+# --- C4 scrambling regimes --------------------------------------------------------------------------
+
+def _c4_summary(s_peak, b_peak, l_peak):
+    """isi_summary of S (12 blocks), B (12) and L (24) whose block ISI rises linearly to the peak."""
+    return claims.isi_summary(pd.concat([
+        _scrambling(m, list(np.linspace(peak / 2, peak, n)))
+        for m, peak, n in (("s", s_peak, 12), ("b", b_peak, 12), ("l", l_peak, 24))]))
+
+
+@pytest.mark.parametrize("b_peak, l_peak, holds, relation", [
+    (0.008, 0.031, True, "higher"),         # the paper: B controlled, L chaotic
+    (0.008, 0.015, False, "higher"),        # L higher than B but not chaotic
+    (0.008, 0.005, False, "not higher"),    # L lower, controlled
+    (0.025, 0.031, False, "higher"),        # B chaotic (L too)
+    (0.025, 0.01, False, "not higher"),     # B chaotic, L controlled
+    (0.003, 0.031, False, "higher"),        # B collapse, L chaotic
+    (0.003, 0.002, False, "not higher"),    # both collapse
+])
+def test_c4_needs_b_controlled_and_l_chaotic(b_peak, l_peak, holds, relation):
+    check = claims.check_scrambling_regimes(_c4_summary(0.05, b_peak, l_peak), ("s", "b", "l"))
+    assert check.holds is holds
+    assert check.reason.endswith(f"{relation} than b")
+    assert ("not higher" in check.reason) is (relation == "not higher")
+
+
+def test_c4_reason_names_both_regimes():
+    check = claims.check_scrambling_regimes(_c4_summary(0.005, 0.008, 0.015), ("s", "b", "l"))
+    assert check.holds is False
+    assert "b peaks in 'controlled consensus' (0.0080)" in check.reason
+    assert "l peaks in 'controlled consensus' (0.0150)" in check.reason
+    check = claims.check_scrambling_regimes(_c4_summary(0.005, 0.003, 0.031), ("s", "b", "l"))
+    assert "b peaks in 'communication collapse'" in check.reason and "'chaotic diffusion'" in check.reason
+
+
+def test_c4_reads_b_and_l_by_profile_position():
+    summary = _c4_summary(0.008, 0.031, 0.005)  # the "s" row is B-like, "b" L-like
+    assert claims.check_scrambling_regimes(summary, ("l", "s", "b")).holds is True
+    assert claims.check_scrambling_regimes(summary, ("s", "b", "l")).holds is False
+
+
+def test_c4_needs_three_models():
+    check = claims.check_scrambling_regimes(_c4_summary(0.005, 0.008, 0.031), ("b", "l"))
+    assert check.holds is None and "three models" in check.reason
+
+
+# --- T10 trade-off layers ----------------------------------------------------------------------------
+
+def _probes(model, cls=None, mean=None, raw=None, head=None):
+    """One model's probe table: ``cls`` / ``mean`` top-1 per block (1..n), optional raw and pe
+    (mean feature) and head (cls feature if the model has cls, else mean) rows."""
+    rows = []
+    if raw is not None:
+        rows += [{"layer": "raw", "feature": "mean", "probe_top1": raw},
+                 {"layer": "pe", "feature": "mean", "probe_top1": raw}]
+    for feature, values in (("cls", cls), ("mean", mean)):
+        rows += [{"layer": str(b), "feature": feature, "probe_top1": v}
+                 for b, v in enumerate(values or [], start=1)]
+    if head is not None:
+        rows.append({"layer": "head", "feature": "cls" if cls else "mean", "probe_top1": head})
+    return pd.DataFrame(rows).assign(model=model)
+
+
+CLS_CURVE = [10, 20, 30, 40, 50, 60, 70, 74, 76, 78, 79, 80]  # best 80, 0.95 x 80 = 76 at block 9
+
+
+def test_t10_first_block_reaching_095_of_best_on_cls():
+    probes = _probes("m", cls=CLS_CURVE, mean=[80] * 12, raw=80)  # mean would reach at block 1
+    row = claims.tradeoff_layers(probes).set_index("model").loc["m"]
+    assert row.feature == "cls"
+    assert np.isclose(row.best_probe_top1, 80) and np.isclose(row.threshold, 76)
+    assert row.tradeoff_block == 9 and row.blocks == 12
+    assert np.isclose(row.tradeoff_depth, 9 / 12)
+
+
+def test_t10_block_order_is_numeric_not_row_order():
+    probes = _probes("m", cls=CLS_CURVE).iloc[::-1]  # "10" < "9" as strings, 12 first in row order
+    assert claims.tradeoff_layers(probes).iloc[0].tradeoff_block == 9
+
+
+def test_t10_uses_mean_for_models_without_cls_and_raw_pe_are_not_blocks():
+    # the pooled model's raw and pe rows reach the threshold but are not blocks
+    probes = pd.concat([_probes("vit", cls=CLS_CURVE, mean=[80] * 12),
+                        _probes("gap", mean=[10, 20, 30, 40, 50, 78, 80, 80], raw=79)])
+    rows = claims.tradeoff_layers(probes).set_index("model")
+    assert rows.loc["vit", "feature"] == "cls" and rows.loc["vit", "tradeoff_block"] == 9
+    assert rows.loc["gap", "feature"] == "mean" and rows.loc["gap", "tradeoff_block"] == 6
+    assert rows.loc["gap", "blocks"] == 8 and np.isclose(rows.loc["gap", "tradeoff_depth"], 6 / 8)
+
+
+def test_t10_fraction_and_feature_are_arguments():
+    probes = _probes("m", cls=CLS_CURVE, mean=[40] * 3 + [80] * 9)
+    assert claims.tradeoff_layers(probes, fraction=0.5).iloc[0].tradeoff_block == 4  # 40 >= 0.5 x 80
+    assert claims.tradeoff_layers(probes, fraction=1.0).iloc[0].tradeoff_block == 12
+    row = claims.tradeoff_layers(probes, feature="mean").iloc[0]
+    assert row.feature == "mean" and row.tradeoff_block == 4
+
+
+def test_t10_a_model_that_never_reaches_the_threshold_in_its_blocks_has_no_tradeoff_block():
+    # the head probe sets the best (100); no block reaches 95
+    probes = _probes("m", cls=CLS_CURVE, head=100)
+    row = claims.tradeoff_layers(probes).iloc[0]
+    assert np.isclose(row.best_probe_top1, 100)
+    assert row.tradeoff_block is None or pd.isna(row.tradeoff_block)
+    assert np.isnan(row.tradeoff_depth)
+    # next to a model that does reach it, the column stays numeric with NaN for the other
+    rows = claims.tradeoff_layers(pd.concat([probes, _probes("n", cls=CLS_CURVE)])).set_index("model")
+    assert pd.isna(rows.loc["m", "tradeoff_block"]) and rows.loc["n", "tradeoff_block"] == 9
+
+
+# --- C5b trade-off offset ----------------------------------------------------------------------------
+
+def _tradeoff(b_block, l_block, s_block=6):
+    rows = [("s", s_block, 12), ("b", b_block, 12), ("l", l_block, 24)]
+    return pd.DataFrame([{"model": m, "tradeoff_block": t, "blocks": n,
+                          "tradeoff_depth": t / n if t == t else float("nan")} for m, t, n in rows])
+
+
+@pytest.mark.parametrize("b_block, l_block, holds, reason", [
+    (3, 13, True, "needs 10 more blocks"),
+    (3, 8, True, "needs 5 more blocks"),            # exactly half the paper's 10
+    (3, 7, False, "less than half"),
+    (3, 4, False, "less than half"),
+    (3, 3, False, "does not need more blocks"),
+    (5, 3, False, "does not need more blocks"),
+])
+def test_c5b_offset_must_be_at_least_half_the_papers(b_block, l_block, holds, reason):
+    check = claims.check_tradeoff_offset(_tradeoff(b_block, l_block), ("s", "b", "l"))
+    assert check.holds is holds
+    assert reason in check.reason
+    assert f"offset {l_block - b_block:+d} blocks" in check.measured
+
+
+def test_c5b_threshold_follows_the_papers_offset(monkeypatch):
+    assert claims.check_tradeoff_offset(_tradeoff(3, 5), ("s", "b", "l")).holds is False
+    monkeypatch.setitem(claims.PAPER, "tradeoff_offset_layers", 4)
+    assert claims.check_tradeoff_offset(_tradeoff(3, 5), ("s", "b", "l")).holds is True
+
+
+@pytest.mark.parametrize("b_block, l_block", [(np.nan, 13), (3, np.nan)])
+def test_c5b_is_not_testable_when_a_model_never_reaches_the_threshold(b_block, l_block):
+    check = claims.check_tradeoff_offset(_tradeoff(b_block, l_block), ("s", "b", "l"))
+    assert check.holds is None
+
+
+def test_c5b_ignores_s_and_needs_three_models():
+    assert claims.check_tradeoff_offset(_tradeoff(3, 13, s_block=np.nan), ("s", "b", "l")).holds is True
+    assert claims.check_tradeoff_offset(_tradeoff(3, 13), ("b", "l")).holds is None
+
+
+def test_c5b_from_probe_tables():
+    probes = pd.concat([_probes("s", cls=CLS_CURVE), _probes("b", cls=CLS_CURVE),
+                        _probes("l", cls=[10] * 18 + [80] * 6)])
+    check = claims.check_tradeoff_offset(claims.tradeoff_layers(probes), ("s", "b", "l"))
+    assert check.holds is True and "offset +10 blocks" in check.measured  # 19 - 9
+    never = pd.concat([probes[probes.model != "l"], _probes("l", cls=[10] * 24, head=80)])
+    assert claims.check_tradeoff_offset(claims.tradeoff_layers(never), ("s", "b", "l")).holds is None

@@ -178,7 +178,7 @@ def test_analysis_splits_disjoint_and_deterministic():
     parts = [set(s.analysis.tolist()), set(s.probe_fit.tolist()), set(s.probe_score.tolist())]
     assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
     assert all(0 <= i < 1000 for p in parts for i in p)
-    assert all(np.all(np.diff(x) > 0) for x in (s.analysis, s.probe_fit, s.probe_score))
+    assert all(np.all(np.diff(x) > 0) for x in (s.probe_fit, s.probe_score))
     again = analysis_splits(1000, 300, 200, 100, seed=3)
     for a, b in zip((s.analysis, s.probe_fit, s.probe_score),
                     (again.analysis, again.probe_fit, again.probe_score)):
@@ -187,6 +187,18 @@ def test_analysis_splits_disjoint_and_deterministic():
     assert not np.array_equal(other.analysis, s.analysis)
     # random, not the first indices
     assert s.analysis.max() > 500
+
+
+def test_first_analysis_images_sample_every_class_of_a_class_sorted_set():
+    """The ACI uses the first aci_max_images analysis images: on a class-sorted folder (ImageNet
+    class subfolders: 50 images per class, in class order) they must be a random sample of the
+    classes, not the first classes."""
+    labels = np.repeat(np.arange(1000), 50)
+    s = analysis_splits(len(labels), 10_000, 10_000, 5_000, seed=0)
+    first = labels[s.analysis[:512]]
+    assert len(np.unique(first)) > 300          # sorted indices would give about 11 classes
+    assert first.max() > 900 and first.min() < 100
+    assert not np.all(np.diff(s.analysis) > 0)  # random order, not sorted
 
 
 def test_analysis_splits_can_use_every_image():

@@ -138,3 +138,315 @@ def test_an_additive_positional_offset_is_not_scrambling():
                                          (0.031, "chaotic diffusion")])
 def test_regimes_follow_the_paper_thresholds(isi, regime):
     assert isi_regime(isi) == regime
+
+
+# ---------------------------------------------------------------------------------------------
+# A slow, obvious reference for the whole InfoX computation (numpy, every sample materialised),
+# fed to the accumulators batch by batch with odd batch sizes so the even / odd folds cross
+# batch boundaries.
+# ---------------------------------------------------------------------------------------------
+import numpy as np
+
+from vitphase_lib.metrics.scrambling import RIDGE_GRID
+
+K_IN, K_TARGET = 3, 3
+FIT_BATCHES = (7, 5, 1, 12, 9, 3, 11, 13)      # 61 images; starts 0, 7, 12, 13, 25, 34, 37, 48
+SCORE_BATCHES = (5, 8, 3, 11, 7)               # 34 images
+
+
+def _random_case(n_images: int, seed: int) -> dict[str, torch.Tensor]:
+    """float64 tokens of every layer: raw = correlated, unevenly scaled patch embeddings with a
+    mean per position; each later layer mixes its own token, other positions' tokens, a fixed
+    offset per position and noise in its own proportions (so the chosen ridges differ)."""
+    params = torch.Generator().manual_seed(1234)           # the "model": the same for every set
+    data = torch.Generator().manual_seed(seed)
+    dt = torch.float64
+    mix_raw = torch.randn(D, D, generator=params, dtype=dt) * torch.linspace(0.5, 3, D, dtype=dt)
+    position_mean = torch.randn(N, D, generator=params, dtype=dt) * 0.5
+    z = torch.randn(n_images, N, D, generator=data, dtype=dt) @ mix_raw + position_mean + 2.0
+    layers = {"raw": z}
+    #             own  others noise
+    strengths = {"pe": (1.0, 0.0, 0.1), "1": (0.5, 0.5, 0.5), "2": (0.1, 1.0, 1.0),
+                 "3": (0.0, 0.0, 1.0), "head": (1.0, 0.3, 2.0)}
+    for layer, (own, others, noise) in strengths.items():
+        a = torch.randn(D, D, generator=params, dtype=dt)
+        b = torch.randn(D, D, generator=params, dtype=dt)
+        across = torch.randn(N, N, generator=params, dtype=dt) / N ** 0.5
+        offset = torch.randn(N, D, generator=params, dtype=dt) * 3
+        patches = (own * z @ a + others * (across @ z) @ b + offset
+                   + noise * torch.randn(n_images, N, D, generator=data, dtype=dt))
+        cls = torch.randn(n_images, 1, D, generator=data, dtype=dt)   # must be ignored
+        layers[layer] = torch.cat([cls, patches], 1)
+    return layers
+
+
+def _feed_in_batches(accumulator, layers: dict[str, torch.Tensor], batch_sizes) -> None:
+    start = 0
+    for size in batch_sizes:
+        accumulator.begin_batch(torch.zeros(size, dtype=torch.long))
+        assert accumulator.batch_start == start
+        for layer in LAYOUT.layer_names:                       # raw first, as the model emits
+            accumulator.on_tokens(layer, layers[layer][start:start + size])
+        start += size
+    assert start == len(layers["raw"])
+
+
+def _np_patches(layers, layer) -> np.ndarray:
+    tokens = layers[layer].numpy()
+    return tokens if layer == "raw" else tokens[:, LAYOUT.num_prefix_tokens:]
+
+
+def _np_project(projection, tokens: np.ndarray) -> np.ndarray:
+    return ((tokens - projection.mean.numpy()) / projection.scale.numpy()) @ projection.components.numpy()
+
+
+def _np_self_design(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One row per (image, position): the token's k inputs, then the one-hot of its position."""
+    rows, targets = [], []
+    for image in range(x.shape[0]):
+        for position in range(N):
+            one_hot = np.zeros(N)
+            one_hot[position] = 1.0
+            rows.append(np.concatenate([x[image, position], one_hot]))
+            targets.append(y[image, position])
+    return np.array(rows), np.array(targets)
+
+
+def _np_all_design(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One row per image: all N tokens' inputs concatenated, then 1; target: all N targets."""
+    rows = [np.concatenate([x[image].reshape(-1), [1.0]]) for image in range(x.shape[0])]
+    targets = [y[image].reshape(-1) for image in range(x.shape[0])]
+    return np.array(rows), np.array(targets)
+
+
+def _np_ridge(x: np.ndarray, y: np.ndarray, ridge: float, prior: np.ndarray | None = None) -> np.ndarray:
+    """argmin ||Y - XW||^2 + ridge n ||W - prior||^2, n = rows of X (prior 0 if None)."""
+    prior = np.zeros((x.shape[1], y.shape[1])) if prior is None else prior
+    if ridge == float("inf"):
+        return prior
+    gram = x.T @ x
+    return prior + np.linalg.solve(gram + ridge * len(x) * np.eye(len(gram)), x.T @ y - gram @ prior)
+
+
+def _np_as_all_decoder(self_weights: np.ndarray) -> np.ndarray:
+    k, k_t = self_weights.shape[0] - N, self_weights.shape[1]
+    weights = np.zeros((N * k + 1, N * k_t))
+    for position in range(N):
+        weights[position * k:(position + 1) * k, position * k_t:(position + 1) * k_t] = self_weights[:k]
+        weights[-1, position * k_t:(position + 1) * k_t] = self_weights[k + position]
+    return weights
+
+
+def _np_decoders(x: np.ndarray, y: np.ndarray, self_ridge: float, all_ridge: float):
+    """Self decoder, then the all decoder shrunk towards it (both fitted on these images)."""
+    xs, ys = _np_self_design(x, y)
+    xa, ya = _np_all_design(x, y)
+    self_weights = _np_ridge(xs, ys, self_ridge)
+    prior = _np_as_all_decoder(self_weights)
+    # sanity of the reference itself: the prior predicts exactly what the self decoder does
+    np.testing.assert_allclose((xa @ prior).reshape(len(x), N, -1), (xs @ self_weights).reshape(len(x), N, -1),
+                               rtol=1e-12, atol=1e-12)
+    return self_weights, _np_ridge(xa, ya, all_ridge, prior)
+
+
+def _np_cross_validate(x: np.ndarray, y: np.ndarray, kind: str, self_ridge: float | None = None):
+    """Ridge -> squared error on the odd images of the fit on the even ones, plus vice versa."""
+    folds = (np.arange(len(x)) % 2 == 0, np.arange(len(x)) % 2 == 1)
+    grid = RIDGE_GRID + ((float("inf"),) if kind == "all" else ())
+    errors = {}
+    for ridge in grid:
+        errors[ridge] = 0.0
+        for train, test in ((0, 1), (1, 0)):
+            if kind == "self":
+                weights = _np_decoders(x[folds[train]], y[folds[train]], ridge, float("inf"))[0]
+                design, target = _np_self_design(x[folds[test]], y[folds[test]])
+            else:
+                weights = _np_decoders(x[folds[train]], y[folds[train]], self_ridge, ridge)[1]
+                design, target = _np_all_design(x[folds[test]], y[folds[test]])
+            errors[ridge] += float(((target - design @ weights) ** 2).sum())
+    best = list(errors)[int(np.argmin(list(errors.values())))]   # first of equal minima
+    return best, errors
+
+
+@pytest.fixture(scope="module")
+def reference_case():
+    moments = TokenMoments(LAYOUT)
+    _feed_in_batches(moments, _random_case(300, 11), (100, 100, 100))
+    inputs = {layer: moments.projection(layer, K_IN) for layer in LAYOUT.layer_names}
+    target = moments.projection("raw", K_TARGET, standardize=True, whiten=False)
+    fit_set, score_set = _random_case(sum(FIT_BATCHES), 12), _random_case(sum(SCORE_BATCHES), 13)
+    fit = DecoderFit(LAYOUT, inputs, target)
+    _feed_in_batches(fit, fit_set, FIT_BATCHES)
+
+    reference = {}
+    y_fit = _np_project(target, _np_patches(fit_set, "raw"))
+    y_score = _np_project(target, _np_patches(score_set, "raw"))
+    for layer in LAYOUT.layer_names:
+        x_fit = _np_project(inputs[layer], _np_patches(fit_set, layer))
+        x_score = _np_project(inputs[layer], _np_patches(score_set, layer))
+        self_ridge, self_errors = _np_cross_validate(x_fit, y_fit, "self")
+        all_ridge, all_errors = _np_cross_validate(x_fit, y_fit, "all", self_ridge)
+        self_weights, all_weights = _np_decoders(x_fit, y_fit, self_ridge, all_ridge)
+        # held-out R^2, pooled over positions and target components
+        xs, ys = _np_self_design(x_score, y_score)
+        xa, _ = _np_all_design(x_score, y_score)
+        predictions = {"self": xs @ self_weights, "all": (xa @ all_weights).reshape(len(xs), -1)}
+        sst = float(((ys - ys.mean(axis=0)) ** 2).sum())
+        r2 = {kind: 1.0 - float(((ys - p) ** 2).sum()) / sst for kind, p in predictions.items()}
+        reference[layer] = {"ridges": {"self": self_ridge, "all": all_ridge},
+                            "errors": {"self": self_errors, "all": all_errors},
+                            "weights": {"self": self_weights, "all": all_weights}, "r2": r2}
+    return fit, inputs, target, score_set, reference
+
+
+def _assert_errors_close(library: dict, expected: dict) -> None:
+    assert list(library) == list(expected)
+    for ridge in expected:
+        assert library[ridge] == pytest.approx(expected[ridge], rel=1e-8), ridge
+
+
+def test_reference_cross_validated_errors_and_ridge_choice(reference_case):
+    fit, _, _, _, reference = reference_case
+    for layer, ref in reference.items():
+        self_ridge, self_errors = fit.choose_ridge(layer, "self")
+        _assert_errors_close(self_errors, ref["errors"]["self"])
+        assert self_ridge == ref["ridges"]["self"], layer
+        all_ridge, all_errors = fit.choose_ridge(layer, "all", self_ridge)
+        _assert_errors_close(all_errors, ref["errors"]["all"])
+        assert all_ridge == ref["ridges"]["all"], layer
+    # the case exercises the choice: several different ridges, and "infinite" for pure noise
+    chosen = {(layer, kind): ref["ridges"][kind] for layer, ref in reference.items() for kind in ref["ridges"]}
+    assert len(set(chosen.values())) >= 3, chosen
+    assert chosen[("3", "all")] == float("inf"), chosen
+
+
+def test_reference_refitted_decoders(reference_case):
+    fit, _, _, _, reference = reference_case
+    decoders = fit.decoders()
+    assert set(decoders) == set(reference)
+    for layer, ref in reference.items():
+        for kind in ("self", "all"):
+            assert fit.ridges[(layer, kind)] == ref["ridges"][kind]
+            got, expected = decoders[layer][kind].numpy(), ref["weights"][kind]
+            assert got.dtype == np.float64 and got.shape == expected.shape
+            np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-8 * np.abs(expected).max(),
+                                       err_msg=f"{layer}/{kind}")
+
+
+def test_reference_held_out_r2(reference_case):
+    fit, inputs, target, score_set, reference = reference_case
+    score = DecoderScore(LAYOUT, inputs, target, fit.decoders(), fit.ridges)
+    _feed_in_batches(score, score_set, SCORE_BATCHES)
+    result = score.result().set_index("layer")
+    assert list(result.index) == LAYOUT.layer_names
+    for layer, ref in reference.items():
+        row = result.loc[layer]
+        assert row.infox_self == pytest.approx(ref["r2"]["self"], rel=1e-8, abs=1e-10), layer
+        assert row.infox_all == pytest.approx(ref["r2"]["all"], rel=1e-8, abs=1e-10), layer
+        assert row.isi == pytest.approx(ref["r2"]["all"] - ref["r2"]["self"], abs=1e-8), layer
+        assert (row.ridge_self, row.ridge_all) == (ref["ridges"]["self"], ref["ridges"]["all"])
+    # not a degenerate case: R^2 spans near-perfect to ~nothing
+    assert result.infox_self.max() > 0.9 and result.infox_self.min() < 0.2
+
+
+# ---------------------------------------------------------------------------------------------
+# TokenMoments.projection
+# ---------------------------------------------------------------------------------------------
+def test_projection_is_the_top_principal_components_of_the_standardised_tokens():
+    """Against a float64 numpy reference; TokenMoments takes each batch's product in float32
+    (around the batch mean), hence tolerances of about 1e-6."""
+    g = torch.Generator().manual_seed(21)
+    mixing = torch.randn(D, D, generator=g, dtype=torch.float64) * torch.tensor([1, 2, 4, 8, 0.5, 3.0])
+    z = (torch.randn(60, N, D, generator=g, dtype=torch.float64) @ mixing + 5).round()
+    moments = TokenMoments(LAYOUT)
+    _feed_in_batches(moments, {"raw": z, **{layer: torch.cat([torch.zeros(60, 1, D), z], 1)
+                                            for layer in LAYOUT.layer_names[1:]}}, (7, 13, 40))
+    data = z.numpy().reshape(-1, D)
+    centred = data - data.mean(axis=0)
+    cov = centred.T @ centred / len(data)
+    standardised = centred / np.sqrt(np.diag(cov))
+    values, vectors = np.linalg.eigh(np.corrcoef(data, rowvar=False))
+    values, vectors = values[::-1], vectors[:, ::-1]
+    assert np.diff(values).min() < -1e-3                       # distinct eigenvalues
+    k = 4
+    for layer in ("raw", "3"):
+        plain = moments.projection(layer, k, standardize=True, whiten=False)
+        components = plain.components.numpy()
+        assert components.shape == (D, k)
+        np.testing.assert_allclose(components.T @ components, np.eye(k), atol=1e-12)
+        np.testing.assert_allclose(components @ components.T, vectors[:, :k] @ vectors[:, :k].T, atol=1e-5)
+        np.testing.assert_allclose(np.abs(components.T @ vectors[:, :k]), np.eye(k), atol=1e-5)
+        np.testing.assert_allclose(plain.mean.numpy(), data.mean(axis=0), rtol=1e-9)
+        np.testing.assert_allclose(plain.scale.numpy(), np.sqrt(np.diag(cov)), rtol=1e-6)
+
+        projected = plain(torch.from_numpy(data)).numpy()
+        np.testing.assert_allclose(projected, standardised @ components, atol=1e-5)
+        variance = projected.T @ projected / len(data)        # projected data have mean 0
+        np.testing.assert_allclose(np.diag(variance), values[:k], rtol=1e-6)
+        np.testing.assert_allclose(variance, np.diag(values[:k]), atol=1e-5)
+        assert (np.diff(np.diag(variance)) < 0).all()         # descending
+
+        whitened = moments.projection(layer, k, standardize=True)   # whiten=True is the default
+        np.testing.assert_allclose(whitened.components.numpy(), components / np.sqrt(values[:k]), rtol=1e-5)
+        projected = whitened(torch.from_numpy(data)).numpy()
+        np.testing.assert_allclose(projected.mean(axis=0), 0, atol=1e-10)
+        np.testing.assert_allclose(projected.T @ projected / len(data), np.eye(k), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# DecoderFit.decoders(release=True)
+# ---------------------------------------------------------------------------------------------
+def test_released_decoders_equal_the_kept_ones_and_free_the_normal_equations(reference_case):
+    _, inputs, target, _, _ = reference_case
+    fit_set = _random_case(sum(FIT_BATCHES), 14)
+    kept, released = DecoderFit(LAYOUT, inputs, target), DecoderFit(LAYOUT, inputs, target)
+    _feed_in_batches(kept, fit_set, FIT_BATCHES)
+    _feed_in_batches(released, fit_set, FIT_BATCHES)
+    expected, got = kept.decoders(), released.decoders(release=True)
+    assert released.ridges == kept.ridges
+    assert list(got) == list(expected)
+    for layer in expected:
+        assert set(got[layer]) == {"self", "all"}
+        for kind in ("self", "all"):
+            assert torch.equal(got[layer][kind], expected[layer][kind]), (layer, kind)
+    leftovers = [key for key in released.sums
+                 if any(key.startswith(f"{layer}/") for layer in LAYOUT.layer_names)]
+    assert leftovers == []
+    assert any(key.startswith("1/") for key in kept.sums)      # only the released fit lost them
+
+
+# ``DecoderFit`` caches X'X, X'Y and their eigendecomposition while choosing ridges; sums added
+# afterwards (more batches, ``merge``, ``all_reduce``) must invalidate that cache.
+def test_choose_ridge_sees_batches_added_after_an_earlier_call(reference_case):
+    _, inputs, target, _, _ = reference_case
+    fit_set = _random_case(sum(FIT_BATCHES), 15)
+    early, fresh = DecoderFit(LAYOUT, inputs, target), DecoderFit(LAYOUT, inputs, target)
+    _feed_in_batches(fresh, fit_set, FIT_BATCHES)
+    start = 0
+    for i, size in enumerate(FIT_BATCHES):
+        if i == 4:
+            early.choose_ridge("1", "self")                   # e.g. a progress report
+        early.begin_batch(torch.zeros(size, dtype=torch.long))
+        for layer in LAYOUT.layer_names:
+            early.on_tokens(layer, fit_set[layer][start:start + size])
+        start += size
+    _assert_errors_close(early.choose_ridge("1", "self")[1], fresh.choose_ridge("1", "self")[1])
+
+
+def test_token_covariance_stays_exact_with_a_large_mean():
+    """Activations with a mean far above their spread (massive activations of the residual
+    stream): the covariance must not lose itself in m2/n - mean^2 cancellation. A float32 second
+    moment gave relative errors of 2e-2 at a mean of 200 and a standard deviation of 0.5."""
+    g = torch.Generator().manual_seed(7)
+    moments = TokenMoments(LAYOUT)
+    batches = [200.0 + 0.5 * torch.randn(64, LAYOUT.num_patches + LAYOUT.num_prefix_tokens, LAYOUT.width,
+                                         generator=g) for _ in range(4)]
+    for batch in batches:
+        moments.begin_batch(torch.zeros(len(batch), dtype=torch.long))
+        moments.on_tokens("1", batch)
+    patches = torch.cat([b[:, LAYOUT.num_prefix_tokens:] for b in batches]).reshape(-1, LAYOUT.width).double()
+    expected = torch.cov(patches.T, correction=0)
+    n = moments.sums["1/count"]
+    mean = moments.sums["1/sum"] / n
+    got = moments.sums["1/m2"] / n - torch.outer(mean, mean)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-5 * float(expected.diagonal().mean()))

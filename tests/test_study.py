@@ -21,10 +21,20 @@ def test_smoke_profile_uses_the_tiny_zoo():
     ("n_images", "100"), ("n_images", 1.5), ("n_images", True), ("batch_size", "8"),
     ("models", "mini-s"), ("models", ["mini-s", 3]), ("pe_alphas", ["a"]), ("seed", None),
     ("device", 0), ("checkpoints", []),
+    ("isi_thresholds", "0.004"), ("isi_thresholds", [0.02, 0.004]), ("isi_thresholds", [0.004]),
+    ("isi_thresholds", [-0.1, 0.02]), ("isi_thresholds", [True, 0.02]),
+    ("tradeoff_fraction", "0.95"), ("tradeoff_fraction", 0.0), ("tradeoff_fraction", 1.5),
+    ("tradeoff_fraction", True),
 ])
 def test_wrong_parameter_types_are_rejected_with_the_name(field, value):
     with pytest.raises(TypeError, match=field):
         Study.from_profile("smoke", **{field: value})
+
+
+def test_thresholds_and_fraction_are_configurable():
+    study = Study.from_profile("smoke", isi_thresholds=[0.001, 0.05], tradeoff_fraction=0.9)
+    assert study.isi_thresholds == (0.001, 0.05) and study.tradeoff_fraction == 0.9
+    assert Study.from_profile("smoke").isi_thresholds == (0.004, 0.02)  # the paper's
 
 
 def test_bad_dtype_is_rejected():

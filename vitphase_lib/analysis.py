@@ -161,14 +161,16 @@ def full_analysis_tables(model: torch.nn.Module, analysis_set: Dataset, fit_set:
     heads = {("head", "cls"): head} if head is not None and layout.has_cls else {}
     collapse, class_geometry = collapse_table(moments, heads)
     inputs = {layer: token_moments.projection(layer, infox_dims) for layer in layout.layer_names}
-    target = token_moments.projection("raw", infox_dims, standardize=True)
+    target = token_moments.projection("raw", infox_dims, standardize=True, whiten=False)
+    del moments, token_moments  # their sums (about 1 GB for ViT-L/16) are no longer needed
 
     folder = None if feature_folder is None else f"{feature_folder}/fit"
     fit, fit_features = DecoderFit(layout, inputs, target), FeatureCollector(layout, len(fit_set), folder)
     run_pass(model, fit_set, [fit, fit_features], config, attention=False, desc=f"{desc} (fit)")
 
     folder = None if feature_folder is None else f"{feature_folder}/score"
-    score = DecoderScore(layout, inputs, target, fit.decoders(), fit.ridges)
+    score = DecoderScore(layout, inputs, target, fit.decoders(release=True), fit.ridges)
+    del fit
     ncc, score_features = NearestClassCenter(layout, class_geometry), FeatureCollector(layout, len(score_set), folder)
     run_pass(model, score_set, [score, ncc, score_features], config, attention=False,
              desc=f"{desc} (score)")

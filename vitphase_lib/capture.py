@@ -83,8 +83,9 @@ def trace(model: VisionTransformer, sinks: Sequence[Sink], attention: bool = Tru
     def emit_tokens(layer: str, x: torch.Tensor) -> None:
         if x.ndim == 4:  # dynamic image size: (B, H, W, D)
             x = x.flatten(1, 2)
-        for sink in sinks:
-            sink.on_tokens(layer, x)
+        with _full_precision(x):
+            for sink in sinks:
+                sink.on_tokens(layer, x)
 
     try:
         handles.append(model.patch_embed.register_forward_hook(
@@ -109,10 +110,17 @@ def trace(model: VisionTransformer, sinks: Sequence[Sink], attention: bool = Tru
             block.attn.fused_attn = flag
 
 
+def _full_precision(x: torch.Tensor):
+    """The sinks run outside the model's autocast: under bf16 autocast, ``a.float() @ b`` would
+    still be computed in bf16, and the metrics' moments need full precision."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def _emit_attention(sinks: Sequence[Sink], block: int, weights: torch.Tensor) -> None:
-    averaged = weights.float().mean(dim=1)  # (B, heads, T, T) -> (B, T, T)
-    for sink in sinks:
-        sink.on_attention(block, averaged)
+    with _full_precision(weights):
+        averaged = weights.float().mean(dim=1)  # (B, heads, T, T) -> (B, T, T)
+        for sink in sinks:
+            sink.on_attention(block, averaged)
 
 
 @contextmanager

@@ -176,7 +176,11 @@ class AnalysisSplits:
 
 def analysis_splits(n_total: int, n_analysis: int, n_probe_fit: int, n_probe_score: int,
                     seed: int = 0) -> AnalysisSplits:
-    """Deterministic, disjoint random splits of ``range(n_total)``."""
+    """Deterministic, disjoint random splits of ``range(n_total)``.
+
+    The analysis images stay in random order: metrics that use only the first images streamed
+    (the ACI's ``aci_max_images``) then see a random sample of the classes, not the first
+    classes of a class-sorted folder. The probe splits are sorted."""
     for name, value in (("n_analysis", n_analysis), ("n_probe_fit", n_probe_fit),
                         ("n_probe_score", n_probe_score)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
@@ -187,4 +191,4 @@ def analysis_splits(n_total: int, n_analysis: int, n_probe_fit: int, n_probe_sco
                          "lower n_images / n_probe_fit / n_probe_score.")
     order = np.random.default_rng(seed).permutation(n_total)
     a, b = n_analysis, n_analysis + n_probe_fit
-    return AnalysisSplits(np.sort(order[:a]), np.sort(order[a:b]), np.sort(order[b:needed]))
+    return AnalysisSplits(order[:a], np.sort(order[a:b]), np.sort(order[b:needed]))

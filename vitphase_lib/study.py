@@ -47,6 +47,8 @@ class Study:
     infox_dims: int = 16                 # principal components of tokens / targets in the InfoX decoders
     probe_max_dim: int | None = None     # PCA the probe features to this width first (None: never)
     probe_jobs: int = 1                  # probes fitted at a time on the host (-1: one per core)
+    isi_thresholds: tuple[float, float] = (0.004, 0.02)  # ISI regimes: collapse below, chaotic above
+    tradeoff_fraction: float = 0.95      # trade-off block: first to reach this share of the best probe
     refresh: bool = False                # recompute instead of loading cached tables
     progress: bool = True
 
@@ -74,6 +76,16 @@ class Study:
             raise TypeError(f"parameter 'pe_alphas' must be a list of numbers, got {self.pe_alphas!r}")
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "pe_alphas", tuple(float(a) for a in self.pe_alphas))
+        thresholds = self.isi_thresholds
+        if (isinstance(thresholds, str) or len(thresholds) != 2
+                or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in thresholds)
+                or not 0 <= thresholds[0] < thresholds[1]):
+            raise TypeError("parameter 'isi_thresholds' must be two numbers 0 <= collapse < chaotic, "
+                            f"e.g. [0.004, 0.02]; got {thresholds!r}")
+        object.__setattr__(self, "isi_thresholds", tuple(float(t) for t in thresholds))
+        fraction = self.tradeoff_fraction
+        if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:
+            raise TypeError(f"parameter 'tradeoff_fraction' must be a number in (0, 1], got {fraction!r}")
         self.pass_config  # validates batch_size / dtype / device
 
     @classmethod

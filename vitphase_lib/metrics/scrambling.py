@@ -6,7 +6,10 @@ Three streaming passes, memory independent of the number of images:
 1. :class:`TokenMoments` (in the main sweep, analysis images): per layer, the mean and covariance
    of the patch tokens, pooled over positions; their top-``k`` principal components whiten each
    layer's tokens to ``k`` dimensions. The target, the ``raw`` patch embedding standardised per
-   dimension, is reduced to its top-``k_target`` principal components the same way.
+   dimension, is projected onto its top-``k_target`` principal components without whitening, so
+   that R^2 weighs each component by the variance it carries, as R^2 on the standardised
+   embedding itself does (the reduction keeps the all decoder's normal equations, of size
+   (N k + 1) x N k_target, small enough for ViT-L on one GPU).
 2. :class:`DecoderFit` (probe-fit images): the normal equations of two ridge decoders per layer,
    - *self*: target of patch i from patch i's own token, one map shared by all positions, plus a
      per-position intercept (so an additive positional offset, such as the PE itself, does not
@@ -41,17 +44,33 @@ def _patch_tokens(layout: ViTLayout, layer: str, tokens: torch.Tensor) -> torch.
 
 
 class TokenMoments(Accumulator):
-    """Per layer: count, sum and second moment of the patch tokens, pooled over positions."""
+    """Per layer: count, sum and second moment of the patch tokens, pooled over positions.
+
+    Each batch's product is taken in float32 around a centre c near the batch mean, where it
+    is precise however large the mean, and moved back to the origin in float64:
+    sum x x^T = sum (x - c)(x - c)^T + c s^T + s c^T - n c c^T, with s = sum x. A plain float32
+    x^T x loses the covariance of dimensions whose mean dwarfs their spread (the massive
+    activations of the residual stream) to rounding."""
 
     name = "token-moments"
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
         x = _patch_tokens(self.layout, layer, tokens).reshape(-1, tokens.shape[-1]).float()
+        total = x.sum(dim=0, dtype=torch.float64)
+        centre = (total / len(x)).float()  # exactly representable in float32, so x - centre is exact
+        shifted = x - centre
+        c = centre.double()
+        second = ((shifted.T @ shifted).double() + torch.outer(c, total) + torch.outer(total, c)
+                  - len(x) * torch.outer(c, c))
         self.add(f"{layer}/count", len(x))
-        self.add(f"{layer}/sum", x.sum(dim=0))
-        self.add(f"{layer}/m2", x.T @ x)  # batch product in float32, running sum in float64
+        self.add(f"{layer}/sum", total)
+        self.add(f"{layer}/m2", second)
 
-    def projection(self, layer: str, k: int, standardize: bool = False) -> "Projection":
+    def projection(self, layer: str, k: int, standardize: bool = False,
+                   whiten: bool = True) -> "Projection":
+        """The top-``k`` principal components of the layer's tokens (after standardising each
+        dimension, with ``standardize``), scaled to unit variance with ``whiten``; without it
+        they keep the variance they carry (an orthonormal projection)."""
         n = self.sums[f"{layer}/count"]
         mean = self.sums[f"{layer}/sum"] / n
         cov = self.sums[f"{layer}/m2"] / n - torch.outer(mean, mean)
@@ -62,12 +81,12 @@ class TokenMoments(Accumulator):
         values, vectors = torch.linalg.eigh(cov)
         k = min(k, len(values))
         values, vectors = values[-k:].flip(0), vectors[:, -k:].flip(1)
-        return Projection(mean, scale, vectors / values.clamp_min(1e-12).sqrt())
+        return Projection(mean, scale, vectors / values.clamp_min(1e-12).sqrt() if whiten else vectors)
 
 
 @dataclass
 class Projection:
-    """x -> ((x - mean) / scale) @ components: whitened top principal components."""
+    """x -> ((x - mean) / scale) @ components: the top principal components."""
 
     mean: torch.Tensor
     scale: torch.Tensor
@@ -113,6 +132,14 @@ class DecoderFit(_DecoderPass):
     """Normal equations X^T X, X^T Y of the self and all decoders of every layer."""
 
     name = "decoder-fit"
+
+    def add(self, key: str, value) -> None:
+        super().add(key, value)
+        self.__dict__.pop("_systems", None)  # new data: cached solves of the old sums are stale
+
+    def all_reduce(self) -> None:
+        super().all_reduce()
+        self.__dict__.pop("_systems", None)
 
     def begin_batch(self, labels: torch.Tensor, start: int | None = None) -> None:
         super().begin_batch(labels, start)
@@ -179,9 +206,11 @@ class DecoderFit(_DecoderPass):
             errors[ridge] = total
         return min(errors, key=errors.get), errors
 
-    def decoders(self) -> dict[str, dict[str, torch.Tensor]]:
+    def decoders(self, release: bool = False) -> dict[str, dict[str, torch.Tensor]]:
         """Ridge solutions per layer, refitted on both folds with the cross-validated ridge:
-        ``self`` (k + N, k_t) and ``all`` (N k + 1, N k_t); ``self.ridges`` records the choice."""
+        ``self`` (k + N, k_t) and ``all`` (N k + 1, N k_t); ``self.ridges`` records the choice.
+        With ``release``, each layer's normal equations are dropped once its decoders exist (they
+        are the largest sums of the analysis, 8.5 GB for ViT-L/16), so the fit cannot be re-run."""
         out: dict[str, dict[str, torch.Tensor]] = {}
         self.ridges: dict[tuple[str, str], float] = {}
         for layer in self.inputs:
@@ -191,6 +220,9 @@ class DecoderFit(_DecoderPass):
             out[layer] = {"self": self._fit(layer, "self", (0, 1), self_ridge),
                           "all": self._fit(layer, "all", (0, 1), all_ridge, self_ridge)}
             self.__dict__.pop("_systems", None)  # free the cached eigendecompositions
+            if release:
+                for key in [key for key in self.sums if key.startswith(f"{layer}/")]:
+                    del self.sums[key]
         return out
 
 
