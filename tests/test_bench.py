@@ -11,11 +11,12 @@ from vitphase_lib import bench, metrics
 from vitphase_lib.analysis import PassConfig
 from vitphase_lib.bench import (CAPTURE, CAPTURE_NO_ATTN, CAPTURE_PROFILE, DIAGNOSTIC_VARIANTS, PLAIN,
                                 PLAIN_UNFUSED, BenchCase, BenchPlan, BenchReport, ModelSpec,
-                                ProfileAciShare, RandomImages, accumulator_classes,
+                                ProfileShare, RandomImages, accumulator_classes,
                                 benchmarked_classes, format_report, make_accumulators,
                                 memory_scaling, missing_arguments, random_images, run_benchmark,
                                 skipped_classes, time_passes)
 from vitphase_lib.metrics.attention import AttentionGraph
+from vitphase_lib.metrics.scrambling import TokenMoments
 from vitphase_lib.metrics.base import Accumulator
 from vitphase_lib.models import MiniViTConfig
 
@@ -40,9 +41,11 @@ def timing(spec):
 
 @pytest.fixture(scope="module")
 def profile_timing(spec):
-    """Plain, capture and capture with the ACI on the first 3 of 8 images."""
+    """Plain, capture and capture with the ACI on the first 3 and the PCA on the first 5 of 8
+    images."""
     return time_passes(spec.build(), random_images(8, 1, 28), batch_size=4, repeats=2,
-                       variants=(PLAIN, CAPTURE, CAPTURE_PROFILE), label="tiny", aci_images=3)
+                       variants=(PLAIN, CAPTURE, CAPTURE_PROFILE), label="tiny", aci_images=3,
+                       pca_images=5)
 
 
 def test_registry_finds_the_metric_accumulators():
@@ -123,27 +126,37 @@ def test_variants_must_include_plain_and_capture(spec):
         time_passes(spec.build(), random_images(4, 1, 28), 4, 1, variants=(PLAIN,))
 
 
-def test_profile_aci_share_is_read_from_the_profile():
-    assert ProfileAciShare.read("default") == ProfileAciShare("default", 512, 2000)
-    paper = ProfileAciShare.read("paper")
-    assert paper.profile == "paper" and paper.aci_max_images < paper.n_images
+def test_profile_share_is_read_from_the_profile():
+    assert ProfileShare.read("default") == ProfileShare("default", 512, 512, 2000)
+    paper = ProfileShare.read("paper")
+    assert paper == ProfileShare("paper", 512, 512, 10000)
+    # smoke sets neither cap: the Study defaults apply
+    assert ProfileShare.read("smoke") == ProfileShare("smoke", 512, 512, 256)
 
 
 @pytest.mark.parametrize("share, timing_images, expected", [
-    (ProfileAciShare("default", 512, 2000), 250, 64),    # 250 * 0.256 = 64
-    (ProfileAciShare("default", 512, 2000), 100, 26),    # 25.6, rounded
-    (ProfileAciShare("paper", 512, 10000), 8, 1),        # 0.41 rounds to 0: at least one image
-    (ProfileAciShare("paper", 512, 10000), 1, 1),
-    (ProfileAciShare("all", None, 2000), 250, 250),      # no cap in the profile: every image
-    (ProfileAciShare("small", 512, 100), 8, 8),          # cap above n_images: every image
+    (ProfileShare("default", 512, 512, 2000), 250, (64, 64)),    # 250 * 0.256 = 64
+    (ProfileShare("default", 512, 512, 2000), 100, (26, 26)),    # 25.6, rounded
+    (ProfileShare("paper", 512, 512, 10000), 8, (1, 1)),         # 0.41 rounds to 0: at least one
+    (ProfileShare("paper", 512, 512, 10000), 1, (1, 1)),
+    (ProfileShare("mixed", 512, 200, 2000), 250, (64, 25)),      # each cap on its own
+    (ProfileShare("all", None, 512, 2000), 250, (250, 64)),      # no ACI cap: every image
+    (ProfileShare("all", 512, None, 2000), 250, (64, 250)),      # no PCA cap: every image
+    (ProfileShare("small", 512, 512, 100), 8, (8, 8)),           # cap above n_images: every image
 ])
-def test_profile_aci_share_gives_the_images_of_a_timing_pass(share, timing_images, expected):
-    assert share.images(timing_images) == expected
+def test_profile_share_gives_the_images_of_a_timing_pass(share, timing_images, expected):
+    assert (share.images(timing_images, "aci"), share.images(timing_images, "pca")) == expected
+
+
+def test_profile_share_rejects_an_unknown_cap():
+    with pytest.raises(ValueError):
+        ProfileShare("default", 512, 512, 2000).images(8, "probe")
 
 
 def test_timing_with_aci_images_runs_the_profile_variant(profile_timing):
     t = profile_timing
-    assert set(t.seconds) == {PLAIN, CAPTURE, CAPTURE_PROFILE} and t.aci_images == 3
+    assert set(t.seconds) == {PLAIN, CAPTURE, CAPTURE_PROFILE}
+    assert t.aci_images == 3 and t.pca_images == 5
     assert all(len(s) == 2 and all(x > 0 for x in s) for s in t.seconds.values())
     assert t.profile_ratio == pytest.approx(t.median(CAPTURE_PROFILE) / t.plain)
     assert t.profile_passed == (t.profile_ratio <= bench.TIME_TARGET)
@@ -152,20 +165,33 @@ def test_timing_with_aci_images_runs_the_profile_variant(profile_timing):
 
 
 def test_timing_without_the_profile_variant_has_no_profile_ratio(timing):
-    assert timing.aci_images is None and timing.profile_ratio is None and timing.profile_passed is None
+    assert timing.aci_images is None and timing.pca_images is None and timing.profile_share is None
+    assert timing.profile_ratio is None and timing.profile_passed is None
 
 
-def test_aci_images_is_given_exactly_with_the_profile_variant(spec):
-    model, data = spec.build(), random_images(4, 1, 28)
+@pytest.mark.parametrize("variants, caps", [
+    ((PLAIN, CAPTURE, CAPTURE_PROFILE), {}),
+    ((PLAIN, CAPTURE, CAPTURE_PROFILE), {"aci_images": 2}),                   # PCA cap missing
+    ((PLAIN, CAPTURE, CAPTURE_PROFILE), {"pca_images": 2}),                   # ACI cap missing
+    ((PLAIN, CAPTURE), {"aci_images": 2}),
+    ((PLAIN, CAPTURE), {"pca_images": 2}),
+    ((PLAIN, CAPTURE), {"aci_images": 2, "pca_images": 2}),
+    ((PLAIN, CAPTURE, CAPTURE_PROFILE), {"aci_images": 0, "pca_images": 2}),
+    ((PLAIN, CAPTURE, CAPTURE_PROFILE), {"aci_images": 2, "pca_images": 0}),
+])
+def test_caps_are_given_exactly_with_the_profile_variant(spec, variants, caps):
     with pytest.raises(ValueError):
-        time_passes(model, data, 4, 1, variants=(PLAIN, CAPTURE, CAPTURE_PROFILE))
-    with pytest.raises(ValueError):
-        time_passes(model, data, 4, 1, variants=(PLAIN, CAPTURE), aci_images=2)
-    with pytest.raises(ValueError):
-        time_passes(model, data, 4, 1, variants=(PLAIN, CAPTURE, CAPTURE_PROFILE), aci_images=0)
+        time_passes(spec.build(), random_images(4, 1, 28), 4, 1, variants=variants, **caps)
 
 
-def test_profile_variant_computes_the_aci_on_aci_images_only(spec, monkeypatch):
+def test_profile_variant_needs_both_caps(spec):
+    config = PassConfig(batch_size=4, progress=False)
+    with pytest.raises(ValueError, match="pca_images"):
+        bench._run_variant(CAPTURE_PROFILE, spec.build(), random_images(4, 1, 28), config,
+                           aci_images=2)
+
+
+def test_profile_variant_caps_the_aci_and_the_pca(spec, monkeypatch):
     built = []
 
     def recording_make_accumulators(model):
@@ -175,13 +201,24 @@ def test_profile_variant_computes_the_aci_on_aci_images_only(spec, monkeypatch):
     monkeypatch.setattr(bench, "make_accumulators", recording_make_accumulators)
     model, data = spec.build(), random_images(8, 1, 28)
     config = PassConfig(batch_size=4, progress=False)  # two batches: the cap ends inside the first
-    for variant in (CAPTURE_PROFILE, CAPTURE):
-        bench._run_variant(variant, model, data, config, aci_images=3)
+    for variant in (CAPTURE_PROFILE, CAPTURE):  # the PCA cap ends inside the second batch
+        bench._run_variant(variant, model, data, config, aci_images=3, pca_images=5)
     profile, every = ([a for a in sinks if isinstance(a, AttentionGraph)] for sinks in built)
     assert len(profile) == len(every) == 1
     profile_rows, every_rows = profile[0].result(), every[0].result()
     assert (profile_rows["aci_images"] == 3).all() and (profile_rows["images"] == 8).all()
     assert (every_rows["aci_images"] == 8).all()  # 'capture' ignores aci_images
+
+    profile, every = ([a for a in sinks if isinstance(a, TokenMoments)] for sinks in built)
+    assert len(profile) == len(every) == 1
+    profile, every = profile[0], every[0]
+    assert profile.max_images == 5 and every.max_images is None  # 'capture' ignores pca_images
+    counts = [key for key in every.sums if key.endswith("/count")]
+    assert counts and set(counts) == {key for key in profile.sums if key.endswith("/count")}
+    for key in counts:  # tokens counted per layer: the moments' image count is pca_images
+        tokens_per_image = every.sums[key] / 8
+        assert tokens_per_image >= 1 and tokens_per_image == int(tokens_per_image), key
+        assert profile.sums[key] / tokens_per_image == 5, key
 
 
 def test_run_benchmark_caps_the_aci_at_the_profile_share(spec):
@@ -189,17 +226,31 @@ def test_run_benchmark_caps_the_aci_at_the_profile_share(spec):
                             BenchCase(spec, timing_images=4, memory_n=None)),
                      repeats=1, variants=(PLAIN, CAPTURE, CAPTURE_PROFILE))
     profiled, unprofiled = run_benchmark(plan, log=lambda message: None).timings
-    assert profiled.aci_share == ProfileAciShare.read("default")
-    assert profiled.aci_images == 2 and profiled.profile_ratio is not None  # 8 * 512 / 2000 = 2.05
-    assert CAPTURE_PROFILE not in unprofiled.seconds and unprofiled.aci_share is None
+    assert profiled.profile_share == ProfileShare.read("default")
+    assert profiled.aci_images == 2 and profiled.pca_images == 2  # 8 * 512 / 2000 = 2.05
+    assert profiled.profile_ratio is not None
+    assert CAPTURE_PROFILE not in unprofiled.seconds and unprofiled.profile_share is None
+    assert unprofiled.aci_images is None and unprofiled.pca_images is None
+
+
+def test_run_benchmark_logs_both_profile_caps(spec):
+    messages = []
+    plan = BenchPlan(cases=(BenchCase(spec, timing_images=8, memory_n=None, profile="default"),),
+                     repeats=1, variants=(PLAIN, CAPTURE, CAPTURE_PROFILE))
+    run_benchmark(plan, log=messages.append)
+    assert any("profile caps: ACI on 2, PCA on 2 images" in m for m in messages)
 
 
 def test_report_shows_the_profile_ratio(profile_timing):
-    t = replace(profile_timing, aci_share=ProfileAciShare("default", 512, 2000))
+    t = replace(profile_timing, profile_share=ProfileShare("default", 512, 256, 2000))
     text = format_report(BenchReport(device="cpu", threads=1, timings=[t], memory=[], seconds=1.0))
-    assert "profile ACI" in text and "profile ratio" in text and "ratio, ACI every img" in text
-    assert "3/8 img" in text and f"{t.profile_ratio:.2f}x" in text and f"{t.ratio:.2f}x" in text
-    assert "tiny: default 512/2000 -> 3/8" in text and "worst case" in text
+    assert "profile caps" in text and "profile ratio" in text and "ratio, every img" in text
+    assert "profile ACI" not in text
+    assert "ACI 3, PCA 5 of 8 img" in text
+    assert f"{t.profile_ratio:.2f}x" in text and f"{t.ratio:.2f}x" in text
+    assert "tiny: default ACI 512, PCA 256 of 2000 img -> ACI 3, PCA 5 of 8 img" in text
+    assert "aci_max_images / pca_max_images / n_images" in text
+    assert "runs both on every image" in text and "worst case" in text
     assert text.count("PASS") + text.count("MISS") == 2  # every-image and profile verdicts
     assert "Where the overhead goes" not in text  # the profile variant is in the main table
 
@@ -265,4 +316,6 @@ def test_both_plans_time_the_profile_variant_with_the_book_profiles():
         assert CAPTURE_PROFILE in plan.variants
         assert {c.spec.label: c.profile for c in plan.cases} == {"mini-b": "default", "ViT-B/16": "paper"}
         for case in plan.cases:
-            assert 1 <= ProfileAciShare.read(case.profile).images(case.timing_images) <= case.timing_images
+            share = ProfileShare.read(case.profile)
+            for cap in ("aci", "pca"):
+                assert 1 <= share.images(case.timing_images, cap) <= case.timing_images

@@ -450,3 +450,29 @@ def test_token_covariance_stays_exact_with_a_large_mean():
     mean = moments.sums["1/sum"] / n
     got = moments.sums["1/m2"] / n - torch.outer(mean, mean)
     assert torch.allclose(got, expected, rtol=0, atol=1e-5 * float(expected.diagonal().mean()))
+
+
+@pytest.mark.parametrize("cap, batches", [(5, (3, 4, 6)), (3, (3, 4)), (1, (2, 2)), (20, (4, 4))])
+def test_token_moments_cap_takes_exactly_the_first_images(cap, batches):
+    """``max_images`` (the profile's ``pca_max_images``): only images with global index < cap enter,
+    across batch boundaries; batches past the cap add zeros, so every key exists (and every
+    data-parallel rank holds the same keys)."""
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randn(sum(batches), LAYOUT.num_patches + LAYOUT.num_prefix_tokens, LAYOUT.width, generator=g)
+    capped, reference = TokenMoments(LAYOUT, max_images=cap), TokenMoments(LAYOUT)
+    start = 0
+    for size in batches:
+        capped.begin_batch(torch.zeros(size, dtype=torch.long))
+        capped.on_tokens("1", tokens[start:start + size])
+        start += size
+    reference.begin_batch(torch.zeros(min(cap, len(tokens)), dtype=torch.long))
+    reference.on_tokens("1", tokens[:cap])
+    assert float(capped.sums["1/count"]) == min(cap, len(tokens)) * LAYOUT.num_patches
+    for key in ("1/sum", "1/m2"):
+        assert torch.allclose(capped.sums[key], reference.sums[key], rtol=1e-5, atol=1e-5), key  # float32 products
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "512", True])
+def test_token_moments_cap_must_be_a_positive_int(bad):
+    with pytest.raises(TypeError, match="pca_max_images"):
+        TokenMoments(LAYOUT, max_images=bad)

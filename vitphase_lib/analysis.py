@@ -135,6 +135,7 @@ def network_head(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor] | 
 def full_analysis_tables(model: torch.nn.Module, analysis_set: Dataset, fit_set: Dataset,
                          score_set: Dataset, num_classes: int, config: PassConfig,
                          labels_match_head: bool = True, aci_max_images: int | None = None,
+                         pca_max_images: int | None = None,
                          infox_dims: int = 16, probe_max_dim: int | None = None,
                          feature_folder: str | None = None, seed: int = 0, probe_jobs: int = 1,
                          desc: str = "analysis") -> dict[str, pd.DataFrame]:
@@ -153,7 +154,7 @@ def full_analysis_tables(model: torch.nn.Module, analysis_set: Dataset, fit_set:
     layout = vit_layout(model)
     geometry, top1 = TokenGeometry(layout), Top1(layout)
     attention = AttentionGraph(layout, aci_max_images=aci_max_images)
-    moments, token_moments = CollapseMoments(layout, num_classes), TokenMoments(layout)
+    moments, token_moments = CollapseMoments(layout, num_classes), TokenMoments(layout, pca_max_images)
     run_pass(model, analysis_set, [geometry, top1, attention, moments, token_moments], config,
              desc=desc)
 

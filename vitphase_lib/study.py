@@ -44,6 +44,7 @@ class Study:
     checkpoints: dict = field(default_factory=dict)  # timm models: name -> local weights file
     pretrained: bool = True              # timm models: False = random initialisation (tests)
     aci_max_images: int | None = 512     # images entering the Attention Consensus Index (None: all)
+    pca_max_images: int | None = 512     # images whose tokens give the InfoX principal components (None: all)
     infox_dims: int = 16                 # principal components of tokens / targets in the InfoX decoders
     probe_max_dim: int | None = None     # PCA the probe features to this width first (None: never)
     probe_jobs: int = 1                  # probes fitted at a time on the host (-1: one per core)
@@ -56,6 +57,9 @@ class Study:
         if self.aci_max_images is not None and (not isinstance(self.aci_max_images, int)
                                                 or isinstance(self.aci_max_images, bool)):
             raise TypeError(f"parameter 'aci_max_images' must be an int or None, got {self.aci_max_images!r}")
+        if self.pca_max_images is not None and (not isinstance(self.pca_max_images, int)
+                                                or isinstance(self.pca_max_images, bool)):
+            raise TypeError(f"parameter 'pca_max_images' must be an int or None, got {self.pca_max_images!r}")
         if self.probe_max_dim is not None and (not isinstance(self.probe_max_dim, int)
                                                or isinstance(self.probe_max_dim, bool)):
             raise TypeError(f"parameter 'probe_max_dim' must be an int or None, got {self.probe_max_dim!r}")
@@ -197,12 +201,14 @@ class Study:
                     loaded.model, self.data(model_name), self.data(model_name, "probe_fit"),
                     self.data(model_name, "probe_score"), num_classes, self.pass_config,
                     labels_match_head=labels_match_head, aci_max_images=self.aci_max_images,
+                    pca_max_images=self.pca_max_images,
                     infox_dims=self.infox_dims, probe_max_dim=self.probe_max_dim,
                     feature_folder=features, seed=self.seed, probe_jobs=self.probe_jobs,
                     desc=model_name)
 
         return cached_tables(
             "analysis", self._key(model_name, aci_max_images=self.aci_max_images,
+                                  pca_max_images=self.pca_max_images,
                                   infox_dims=self.infox_dims, probe_max_dim=self.probe_max_dim,
                                   n_probe_fit=self.n_probe_fit, n_probe_score=self.n_probe_score),
             compute, refresh=self.refresh)

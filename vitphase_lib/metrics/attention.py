@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from ..capture import ViTLayout
-from .base import Accumulator
+from .base import Accumulator, check_max_images
 
 # squarings of the deflated attention matrix (k = 2^24 in Gelfand's formula; see
 # second_eigenvalue_modulus_by_squaring)
@@ -105,9 +105,7 @@ class AttentionGraph(Accumulator):
 
     def __init__(self, layout: ViTLayout, aci_max_images: int | None = None):
         super().__init__(layout)
-        if aci_max_images is not None and (not isinstance(aci_max_images, int)
-                                           or isinstance(aci_max_images, bool) or aci_max_images < 1):
-            raise TypeError(f"aci_max_images must be a positive int or None, got {aci_max_images!r}")
+        check_max_images("aci_max_images", aci_max_images)
         self.aci_max_images = aci_max_images
 
     def on_attention(self, block: int, attention: torch.Tensor) -> None:
@@ -117,8 +115,7 @@ class AttentionGraph(Accumulator):
         self.add(f"{block}/attention", attention.sum(dim=0))
         if self.layout.has_cls:
             self.add(f"{block}/ccc", cls_centrality(attention, prefix).sum())
-        # the images with global index < aci_max_images (the same ones on any number of ranks)
-        take = batch if self.aci_max_images is None else max(0, min(batch, self.aci_max_images - self.batch_start))
+        take = self.images_to_take(batch, self.aci_max_images)
         aci = consensus_index(attention[:take], prefix) if take else attention.new_zeros((0,))
         self.add(f"{block}/aci", aci.sum())  # added even when zero: every rank holds the same sums
         self.add(f"{block}/aci_sq", aci.square().sum())  # for the standard error of the mean

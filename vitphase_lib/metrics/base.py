@@ -16,6 +16,12 @@ class NonFiniteActivationError(FloatingPointError):
     """A layer produced NaN or infinite activations."""
 
 
+def check_max_images(name: str, value) -> None:
+    """``value`` must be a positive int or None (every image)."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise TypeError(f"{name} must be a positive int or None, got {value!r}")
+
+
 class Accumulator:
     """Base class: running float64 sums, exact merging, and no-op sink callbacks."""
 
@@ -45,6 +51,13 @@ class Accumulator:
 
     def on_logits(self, logits: torch.Tensor) -> None:
         pass
+
+    def images_to_take(self, batch: int, max_images: int | None) -> int:
+        """How many of the current batch's images have a global index below ``max_images`` (all
+        with None): the first images streamed, the same ones on any number of ranks."""
+        if max_images is None:
+            return batch
+        return max(0, min(batch, max_images - self.batch_start))
 
     # ---- sums
     def add(self, key: str, value: torch.Tensor | float) -> None:

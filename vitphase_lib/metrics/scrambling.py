@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from ..capture import ViTLayout
-from .base import Accumulator
+from .base import Accumulator, check_max_images
 
 RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)  # ridge per sample, on whitened inputs
 
@@ -54,8 +54,22 @@ class TokenMoments(Accumulator):
 
     name = "token-moments"
 
+    def __init__(self, layout: ViTLayout, max_images: int | None = None):
+        """``max_images``: only the first images streamed enter the moments (None: all). The
+        principal components need far fewer tokens than the other metrics need images."""
+        super().__init__(layout)
+        check_max_images("pca_max_images", max_images)
+        self.max_images = max_images
+
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
-        x = _patch_tokens(self.layout, layer, tokens).reshape(-1, tokens.shape[-1]).float()
+        take = self.images_to_take(tokens.shape[0], self.max_images)
+        x = _patch_tokens(self.layout, layer, tokens[:take]).reshape(-1, tokens.shape[-1]).float()
+        if not take:  # past the cap: add zeros, so that every rank holds the same sums
+            width = tokens.shape[-1]
+            self.add(f"{layer}/count", 0)
+            self.add(f"{layer}/sum", tokens.new_zeros(width, dtype=torch.float64))
+            self.add(f"{layer}/m2", tokens.new_zeros(width, width, dtype=torch.float64))
+            return
         total = x.sum(dim=0, dtype=torch.float64)
         centre = (total / len(x)).float()  # exactly representable in float32, so x - centre is exact
         shifted = x - centre
