@@ -78,14 +78,16 @@ spikes = cls_models[cls_models.late_spike.astype(bool)]
 unfinished = cls_models[cls_models.incomplete_marginalization.astype(bool)]
 threshold = claims.PAPER["cls_centrality_failure_threshold"]
 display(Markdown(
+    "CLS centrality is not applicable to these models (no [CLS] token), so neither failure "
+    "signature can occur." if cls_models.empty else
     "Failure signatures in this build: "
-    + ("a late centrality spike in " + ", ".join(f"{r.model} (block {r.late_peak_block})"
+    + ("a late centrality spike in " + ", ".join(f"{r.model} (block {int(r.late_peak_block)})"
                                                 for r in spikes.itertuples())
        if len(spikes) else "no late centrality spike")
     + "; "
     + (f"centrality above {threshold} at the last block (incomplete marginalisation) in "
        + ", ".join(f"{r.model} ({r.ccc_last:.4f})" for r in unfinished.itertuples())
-       if len(unfinished) else f"every model ends with centrality at or below {threshold}")
+       if len(unfinished) else f"every model with [CLS] ends with centrality at or below {threshold}")
     + "."))
 
 # %%

@@ -103,10 +103,10 @@ check = claims.check_collapse_b_vs_l(main_final, study.models)
 through = claims.collapse_through_phases(main, phases)
 has_climb = claims.phase_verdicts(phases).set_index("model").climb
 plotting.myst_table(
-    through[["model", "plateau_start_block", "climb_start_block", "blocks", "nc1_plateau_start",
+    through[["model", "plateau_start_block", "climb_knot_block", "blocks", "nc1_plateau_start",
              "nc1_climb_start", "nc1_last_block", "plateau_decades_per_block",
              "climb_decades_per_block", "forms_in_climb"]],
-    "NC1 on the readout feature at the Plateau's first block, at the start of the Climb and at "
+    "NC1 on the readout feature at the Plateau's first block, at the knot where the Climb starts and at "
     "the last block, and its change per block (decades, log10) on the Plateau and over the Climb; "
     "forms_in_climb: NC1 falls over the Climb, faster than on the Plateau.", "tab-nc-phases",
     floatfmt=".4g")
@@ -124,7 +124,7 @@ for row in through.itertuples():
                f"against {row.plateau_decades_per_block:+.3f} on the Plateau")
     where = "in the Climb" if has_climb[row.model] else "in the last segment"
     forming.append(
-        f"{row.model}: over its {segment}, blocks {row.climb_start_block}-{row.blocks}, NC1 changes by "
+        f"{row.model}: over its {segment}, from block {row.climb_knot_block} to {row.blocks}, NC1 changes by "
         f"{row.climb_decades_per_block:+.3f} decades per block {plateau}, so collapse "
         + (f"**forms {where}**" if row.forms_in_climb else f"**does not form {where}**"))
 landmarks = claims.attention_landmarks(study.collect("analysis", "attention"), phases)

@@ -19,8 +19,8 @@
 # task information (what a linear probe can read). The paper finds that ViT-L reaches ViT-B's
 # trade-off about **10 layers later**. We fit a logistic-regression probe per layer on the [CLS]
 # token and on the mean patch token (probe-fit images) and score it on disjoint images; the
-# **trade-off block** is the first block whose [CLS] probe reaches 95% of the model's best probe
-# top-1 ({ref}`methods-probes`).
+# **trade-off block** is the first block whose [CLS] probe reaches 95% (`tradeoff_fraction`) of
+# the model's best probe top-1 ({ref}`methods-probes`).
 
 # %% tags=["parameters"]
 profile = "default"  # base parameter set: smoke, default or paper (profiles/<name>.yaml)

@@ -19,6 +19,7 @@ from vitphase_lib.results import cached_tables
 # odd sizes and a batch that does not divide them: shards and batches never line up
 N_ANALYSIS, N_FIT, N_SCORE, BATCH = 37, 30, 21, 8
 ACI_CAP = 19  # straddles the two ranks' shards (0-15 | 16-36): a cap inside a batch
+PCA_CAP = 11  # inside rank 0's shard: rank 1 only adds zeros, under the same keys
 
 
 def _model() -> torch.nn.Module:
@@ -35,7 +36,7 @@ def _analysis(feature_folder: str | None = None) -> dict[str, pd.DataFrame]:
     score = images.subset(range(N_ANALYSIS + N_FIT, len(images.labels))).as_dataset()
     return full_analysis_tables(_model(), analysis, fit, score, num_classes=4,
                                 config=PassConfig(batch_size=BATCH, progress=False),
-                                aci_max_images=ACI_CAP, infox_dims=4, feature_folder=feature_folder)
+                                aci_max_images=ACI_CAP, pca_max_images=PCA_CAP, infox_dims=4, feature_folder=feature_folder)
 
 
 def _worker(rank: int, size: int, port: int, out: str, cache: str) -> None:

@@ -22,6 +22,7 @@ def test_smoke_profile_uses_the_tiny_zoo():
     ("models", "mini-s"), ("models", ["mini-s", 3]), ("pe_alphas", ["a"]), ("seed", None),
     ("device", 0), ("checkpoints", []),
     ("pca_max_images", "512"), ("pca_max_images", 1.5), ("pca_max_images", True),
+    ("pca_max_images", 0), ("aci_max_images", -1),
     ("isi_thresholds", "0.004"), ("isi_thresholds", [0.02, 0.004]), ("isi_thresholds", [0.004]),
     ("isi_thresholds", [-0.1, 0.02]), ("isi_thresholds", [True, 0.02]),
     ("tradeoff_fraction", "0.95"), ("tradeoff_fraction", 0.0), ("tradeoff_fraction", 1.5),

@@ -185,7 +185,7 @@ def check_cls_marginalization(landmarks: pd.DataFrame, top1: pd.DataFrame) -> Cl
 
 def collapse_through_phases(readout: pd.DataFrame, phases: pd.DataFrame) -> pd.DataFrame:
     """Where Neural Collapse forms: per model, NC1 (readout feature) at the Plateau's first block,
-    at the Climb's start and at the last block, and its change per block on the Plateau and over
+    at the knot between Plateau and Climb (the Plateau's last block) and at the last block, and its change per block on the Plateau and over
     the Climb in decades (log10). ``forms_in_climb``: NC1 falls over the Climb, and faster per
     block than on the Plateau."""
     rows = []
@@ -199,7 +199,7 @@ def collapse_through_phases(readout: pd.DataFrame, phases: pd.DataFrame) -> pd.D
         plateau_rate = ((log[climb_start] - log[start]) / (climb_start - start)
                         if climb_start > start else float("nan"))
         climb_rate = (log[blocks] - log[climb_start]) / (blocks - climb_start) if climb else float("nan")
-        rows.append({"model": row.model, "plateau_start_block": start, "climb_start_block": climb_start,
+        rows.append({"model": row.model, "plateau_start_block": start, "climb_knot_block": climb_start,
                      "blocks": blocks, "nc1_plateau_start": float(nc1[str(start)]),
                      "nc1_climb_start": float(nc1[str(climb_start)]),
                      "nc1_last_block": float(nc1[str(blocks)]),
@@ -242,7 +242,8 @@ def isi_summary(scrambling: pd.DataFrame, collapse_below: float = 0.004,
                      "blocks_controlled": regimes.count("controlled consensus"),
                      "blocks_chaotic": regimes.count("chaotic diffusion"),
                      "blocks_in_vit_b_band": int(blocks.isi.between(low, high).sum()),
-                     "failure_signature": bool(peak.isi > PAPER["isi_failure_threshold"])})
+                     # the paper's failure signature is the chaotic regime (ISI above ~0.02)
+                     "failure_signature": bool(peak.isi > chaotic_above)})
     return pd.DataFrame(rows)
 
 

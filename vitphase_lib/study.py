@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from .analysis import PassConfig, full_analysis_tables, pe_scaling_tables
 from .data import analysis_splits, load_fashion_mnist
 from .loading import LoadedModel, load_model
+from .metrics.base import check_max_images
 from .results import cached_tables
 from .zoo import cache_root
 
@@ -54,12 +55,8 @@ class Study:
     progress: bool = True
 
     def __post_init__(self):
-        if self.aci_max_images is not None and (not isinstance(self.aci_max_images, int)
-                                                or isinstance(self.aci_max_images, bool)):
-            raise TypeError(f"parameter 'aci_max_images' must be an int or None, got {self.aci_max_images!r}")
-        if self.pca_max_images is not None and (not isinstance(self.pca_max_images, int)
-                                                or isinstance(self.pca_max_images, bool)):
-            raise TypeError(f"parameter 'pca_max_images' must be an int or None, got {self.pca_max_images!r}")
+        check_max_images("parameter 'aci_max_images'", self.aci_max_images)
+        check_max_images("parameter 'pca_max_images'", self.pca_max_images)
         if self.probe_max_dim is not None and (not isinstance(self.probe_max_dim, int)
                                                or isinstance(self.probe_max_dim, bool)):
             raise TypeError(f"parameter 'probe_max_dim' must be an int or None, got {self.probe_max_dim!r}")

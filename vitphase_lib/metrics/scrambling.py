@@ -71,7 +71,7 @@ class TokenMoments(Accumulator):
             self.add(f"{layer}/m2", tokens.new_zeros(width, width, dtype=torch.float64))
             return
         total = x.sum(dim=0, dtype=torch.float64)
-        centre = (total / len(x)).float()  # exactly representable in float32, so x - centre is exact
+        centre = (total / len(x)).float()  # the same float32 centre on both sides of the identity
         shifted = x - centre
         c = centre.double()
         second = ((shifted.T @ shifted).double() + torch.outer(c, total) + torch.outer(total, c)
