@@ -8,7 +8,9 @@ No GPU is needed to estimate a GPU run, and no weights (random initialisation ha
    parts are counted from their definitions instead: the InfoX decoders at the profile's size
    (:func:`infox_flops`; counting them by running them would take hours on a CPU), and the ACI
    (:func:`aci_flops`, repeated squaring of one N x N matrix per block and image, counted apart
-   because the profile runs it on a share of the images only).
+   because the profile runs it on a share of the images only). The token covariance of the InfoX
+   decoders (``pca_max_images``) is counted on every analysis image although the profile caps it
+   too: a slight overestimate (one D x D product per layer and image, about 0.1x of a forward).
 2. **Measured here**: the plain forward per image on this CPU (its GFLOP/s put the FLOP counts
    against a real clock), and one linear probe fitted at the profile's size
    (the probes run on the host, with scikit-learn, on any machine).
