@@ -70,6 +70,28 @@ display(Markdown(
        "training length, and one that holds here is evidence that the mechanism does not need them."
        if configs else "")))
 
+# %%
+# What each departure would point to, shown only for the claims that do not hold in this build.
+READINGS = {
+    "C1": "the three phases may not be a generic property of ViTs: a long flat Plateau ended by "
+          "a short Climb may need what the paper's models have and these lack (more depth than "
+          "the task needs, a harder task, longer training)",
+    "C2": "the Cliff may be set by more than the positional encoding's strength at this scale",
+    "C3": "these models may not need to route through a [CLS] hub: with few classes and few "
+          "patches, [CLS] can read the patches without first becoming a hub and then giving it up",
+    "C4": "the ISI's absolute regime thresholds may not transfer to other patch counts and "
+          "decoders; the relative comparison of the models ({ref}`chap-scrambling`) is the "
+          "part that can",
+    "C5a": "the deeper model's extra blocks may not cost final-layer geometry at this scale",
+    "C5b": "the deeper model may waste less of its extra depth than ViT-L does",
+}
+departures = [(c.claim.split()[0], c) for c in checks if c.holds is False]
+if departures:
+    display(Markdown("Where this build departs from the paper, and what it suggests:\n\n" + "\n".join(
+        f"- **{claim}** ({check.reason}): {READINGS.get(claim, 'see the chapter')}." for claim, check in departures)))
+else:
+    display(Markdown("Every testable claim holds in this build."))
+
 # %% [markdown]
 # ## Open questions this book can address
 #
