@@ -40,7 +40,7 @@ class MiniViTConfig:
 # of B's width and twice its depth, and the head dimension is constant (12). The base width 36 is
 # chosen for the 4-hour CPU budget (README, "Mini zoo"): with 48 (head dimension 16) mini-L
 # trained at 70 images/s, so the budget allowed it 8 epochs and it stopped at 87.1-87.9% test
-# top-1, below the 88% target; at width 96 it trains at 99 images/s and gets 13 epochs.
+# top-1, below the 88% target; at width 96 it trains about 40% faster and gets 11 epochs.
 MINI_ZOO: dict[str, MiniViTConfig] = {
     "mini-s": MiniViTConfig("mini-s", depth=12, width=36, heads=3),
     "mini-b": MiniViTConfig("mini-b", depth=12, width=72, heads=6),

@@ -63,13 +63,13 @@ class TokenMoments(Accumulator):
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
         take = self.images_to_take(tokens.shape[0], self.max_images)
-        x = _patch_tokens(self.layout, layer, tokens[:take]).reshape(-1, tokens.shape[-1]).float()
         if not take:  # past the cap: add zeros, so that every rank holds the same sums
             width = tokens.shape[-1]
             self.add(f"{layer}/count", 0)
             self.add(f"{layer}/sum", tokens.new_zeros(width, dtype=torch.float64))
             self.add(f"{layer}/m2", tokens.new_zeros(width, width, dtype=torch.float64))
             return
+        x = _patch_tokens(self.layout, layer, tokens[:take]).reshape(-1, tokens.shape[-1]).float()
         total = x.sum(dim=0, dtype=torch.float64)
         centre = (total / len(x)).float()  # the same float32 centre on both sides of the identity
         shifted = x - centre
