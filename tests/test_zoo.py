@@ -125,3 +125,51 @@ def test_idle_training_time_is_epochs_times_the_fastest_complete_epoch():
     from vitphase_lib.zoo import idle_training_seconds
     assert idle_training_seconds(log, epochs=4) == 440.0
     assert idle_training_seconds([], epochs=4) is None
+
+
+# --------------------------------------------------------------------------- the shipped zoo
+# These read the checkpoints committed in zoo/ (the default profile's models); every other test
+# uses the tiny zoo trained in seconds.
+SHIPPED_MODELS = ("mini-s", "mini-b", "mini-l")
+MAX_SHIPPED_MB = 40.0
+MIN_TOP1 = 88.0
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from vitphase_lib.zoo import SHIPPED_ZOO_DIR, shipped_manifest
+    return SHIPPED_ZOO_DIR, shipped_manifest()
+
+
+def test_shipped_zoo_holds_the_three_models(shipped):
+    _, manifest = shipped
+    assert sorted(manifest["models"]) == sorted(SHIPPED_MODELS)
+    for name, entry in manifest["models"].items():
+        # as JSON stores them (tuples become lists)
+        assert entry["config"] == json.loads(json.dumps(ALL_MINI_CONFIGS[name].to_dict())), name
+        assert entry["train"] == json.loads(json.dumps(ZOO_TRAINING[name].to_dict())), name
+        assert entry["seed"] == ZOO_TRAINING[name].seed, name
+
+
+def test_shipped_files_match_the_manifest(shipped):
+    from vitphase_lib.zoo import verify
+    directory, manifest = shipped
+    assert verify(directory) == []
+    listed = {s["file"] for entry in manifest["models"].values() for s in entry["snapshots"]}
+    on_disk = {path.name for path in directory.glob("*.safetensors")}
+    assert on_disk == listed, "files in zoo/ that the manifest does not list, or the reverse"
+    total_mb = sum((directory / name).stat().st_size for name in listed) / 2**20
+    assert total_mb <= MAX_SHIPPED_MB
+
+
+def test_shipped_models_finished_their_recipe_and_reach_the_target(shipped):
+    from vitphase_lib.zoo import total_steps
+    _, manifest = shipped
+    for name, entry in manifest["models"].items():
+        assert entry["steps_done"] == total_steps(name), name
+        # snapshots are taken at whole steps: 5% of 5628 steps is step 281 (fraction 0.0499)
+        assert [s["fraction"] for s in entry["snapshots"]] == pytest.approx([0.05, 0.25, 1.0], abs=1e-3), name
+        assert entry["snapshots"][-1]["step"] == total_steps(name), name
+        assert entry["test_top1"] == entry["snapshots"][-1]["test_top1"] >= MIN_TOP1, name
+        assert len(entry["log"]) == entry["epochs"] == ZOO_TRAINING[name].epochs, name
+        assert entry["idle_train_seconds_estimate"] > 0, name
