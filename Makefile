@@ -19,13 +19,14 @@ zoo: setup
 notebooks: setup
 	$(VENV)/vitphase notebooks
 
-## test: unit tests and the nbval regression of the smoke-profile chapters
+## test: unit tests and the nbval regression of the smoke-profile chapters, with portable numerics
+## (scripts/portable.sh: the same bits on every x86-64 CPU, so CI's numbers do not depend on its host)
 test: setup
-	$(VENV)/python -m pytest tests --nbval-lax --nbval-current-env -p no:cacheprovider --durations=15
+	bash scripts/portable.sh $(VENV)/python -m pytest tests --nbval-lax --nbval-current-env -p no:cacheprovider --durations=15
 
 ## smoke-notebooks: re-record the smoke-profile chapters nbval compares against
 smoke-notebooks: setup
-	$(VENV)/vitphase book --profile smoke --no-html --output tests/notebooks
+	bash scripts/portable.sh $(VENV)/vitphase book --profile smoke --no-html --output tests/notebooks
 
 bench: setup
 	$(VENV)/vitphase bench

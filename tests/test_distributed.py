@@ -90,6 +90,9 @@ def _assert_same_table(a: pd.DataFrame, b: pd.DataFrame, name: str) -> None:
 
 
 def test_two_gloo_ranks_give_the_tables_of_one_process(two_ranks):
+    # one thread, like each rank: under portable numerics (make test) MKL's results depend on
+    # its thread count, and this test is about the sharding (the fixture restores the threads)
+    torch.set_num_threads(1)
     single = _analysis()
     for rank, result in enumerate(two_ranks):
         assert set(result["tables"]) == set(single)
@@ -125,7 +128,7 @@ def _result_tables(root) -> dict[str, pd.DataFrame]:
             if csv.stat().st_size}
 
 
-def test_torchrun_analyse_writes_the_cache_of_one_process(tmp_path):
+def test_torchrun_analyse_writes_the_cache_of_one_process(tmp_path, monkeypatch):
     """`torchrun --nproc_per_node 2 vitphase analyse` (gloo on CPU) caches the same tables,
     under the same keys, as `vitphase analyse` on one process."""
     import os
@@ -140,12 +143,15 @@ def test_torchrun_analyse_writes_the_cache_of_one_process(tmp_path):
     single = subprocess.run([str(bin_dir / "vitphase"), *args], env=env, capture_output=True, text=True)
     assert single.returncode == 0, single.stderr[-3000:]
     assert "on 1 process(es)" in single.stdout
-    shutil.move(tmp_path / "results", tmp_path / "results-single")  # the tiny zoo stays: no retraining
+    monkeypatch.setenv("VITPHASE_CACHE", str(tmp_path))
+    from vitphase_lib.zoo import cache_root
+    root = cache_root()  # tmp_path, or its portable-numerics folder under `make test`
+    shutil.move(root / "results", root / "results-single")  # the tiny zoo stays: no retraining
     parallel = subprocess.run([str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node", "2",
                                "-m", "vitphase_lib.cli", *args], env=env, capture_output=True, text=True)
     assert parallel.returncode == 0, parallel.stderr[-3000:]
     assert parallel.stdout.count("on 2 process(es)") == 1  # rank 0 alone reports
-    one, two = _result_tables(tmp_path / "results-single"), _result_tables(tmp_path / "results")
+    one, two = _result_tables(root / "results-single"), _result_tables(root / "results")
     assert sorted(one) == sorted(two) and len(one) >= 7
     for name in one:
         _assert_same_table(two[name], one[name], name)

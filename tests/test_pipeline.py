@@ -58,3 +58,45 @@ def test_duplicate_inline_scripts_are_dropped_once(tmp_path):
     drop_duplicate_inline_scripts(page)
     assert page.read_text() == ("<head>\n<script>const A = 1;</script>\n<script src='x.js'></script>\n"
                                 "<script>const B = 2;</script>\n</head>\n")
+
+
+def test_progress_bars_are_dropped_and_other_stderr_kept(tmp_path):
+    from vitphase_lib.pipeline import drop_progress_bars
+    stream = nbformat.v4.new_output
+    cell = nbformat.v4.new_code_cell("study.analyse()", outputs=[
+        stream("stream", name="stderr", text="\rmini-s:   0%|          | 0/8 [00:00<?, ?it/s]"),
+        stream("stream", name="stderr", text="\rmini-s (fit): 100%|██████████| 16/16 [00:03<00:00,  4.72it/s]"),
+        stream("stream", name="stderr", text="\r                                          "),
+        stream("stream", name="stderr", text="\r"),
+        stream("stream", name="stderr", text="UserWarning: 3 images were skipped\n"),
+        stream("stream", name="stdout", text="mini-s:  12%|█▎ | 1/8 [00:00<00:04,  1.65it/s]\n"),
+    ])
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), path)
+    drop_progress_bars(path)
+    kept = nbformat.read(path, as_version=4).cells[0].outputs
+    assert [(o.name, o.text) for o in kept] == [
+        ("stderr", "UserWarning: 3 images were skipped\n"),
+        ("stdout", "mini-s:  12%|█▎ | 1/8 [00:00<00:04,  1.65it/s]\n")]
+
+
+def test_build_description_reads_each_chapters_parameters(tmp_path):
+    """The introduction says which profile and models built the copy, per chapter when a chapter
+    was re-run with other parameters."""
+    from vitphase_lib.pipeline import describe_build
+    assert describe_build(tmp_path) == "No chapter has been executed yet."
+    for name, parameters in [("01_a", {"profile": "smoke"}), ("02_b", {"profile": "smoke"}),
+                             ("03_c", {"profile": "smoke", "n_images": 64, "overrides": {"seed": 3}})]:
+        notebook = nbformat.v4.new_notebook(metadata={"papermill": {
+            "parameters": parameters, "end_time": "2026-11-25T03:56:16.590914+00:00"}})
+        nbformat.write(notebook, tmp_path / f"{name}.ipynb")
+    text = describe_build(tmp_path)
+    first, second = [line for line in text.splitlines() if line.startswith("- ")]
+    assert first.startswith("- chapters 01, 02: profile **smoke**") and "executed 2026-11-25." in first
+    assert second.startswith("- chapters 03: profile **smoke**")
+    assert "64 analysis images" in second and "seed 3" in second and "seed 3" not in first
+
+
+def test_introduction_includes_the_build_description():
+    from vitphase_lib.pipeline import BUILD_INFO, REPO_ROOT
+    assert f"{{include}} chapters/{BUILD_INFO}" in (REPO_ROOT / "book" / "intro.md").read_text()

@@ -20,3 +20,12 @@ def test_by_layer_and_myst_table():
     assert table.index.tolist() == ["raw", "1"] and table.columns.tolist() == ["b", "a"]
     text = myst_table(frame, "Cap", "tab-x").data
     assert text.startswith("```{table} Cap\n:name: tab-x\n") and "| model" in text
+
+
+def test_myst_table_fixed_point_digits_match_pandas_round():
+    """1367 of 2000 images is 68.35%: the table must show what `frame.round(1)` prints (68.4)."""
+    frame = pd.DataFrame({"model": ["a", "b"], "top1": [100 * 1367 / 2000, 100 * 1767 / 2000]})
+    text = myst_table(frame, "Cap", "tab-x", floatfmt=".1f").data
+    printed = frame.round(1).to_string(index=False)
+    assert "68.4" in printed and "88.4" in printed
+    assert "68.4" in text and "88.4" in text and "68.3" not in text

@@ -108,9 +108,18 @@ def test_missing_tensor(tmp_path, checkpoint):
         load_weights_file(path, CONFIG)
 
 
-def test_training_state_lives_in_the_cache(isolated_cache):
+def test_training_state_lives_in_the_cache(isolated_cache, monkeypatch):
+    monkeypatch.delenv("VITPHASE_PORTABLE_NUMERICS", raising=False)
     assert cache_root() == isolated_cache
     assert training_dir("mini-s") == isolated_cache / "zoo-training" / "mini-s"
+
+
+def test_portable_numerics_keep_their_own_cache(isolated_cache, monkeypatch):
+    """A tiny zoo trained with portable numerics (make test) is not another run's tiny zoo."""
+    monkeypatch.setenv("VITPHASE_PORTABLE_NUMERICS", "1")
+    assert training_dir("tiny-s") == isolated_cache / "portable-numerics" / "zoo-training" / "tiny-s"
+    from vitphase_lib.results import results_root
+    assert results_root() == isolated_cache / "portable-numerics" / "results"
 
 
 def test_every_zoo_model_has_a_recipe():

@@ -2,6 +2,7 @@
 papermill executes it with a profile, and Jupyter Book 1.x assembles the executed chapters."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,28 @@ def generate_ipynb(source: Path, target_dir: Path = GENERATED_DIR) -> Path:
     return target
 
 
+PROGRESS_BAR = re.compile(r"^.*\d+%\|.*\|\s*\d+/\d+ \[.*\]\s*$")  # one tqdm refresh
+
+
+def is_progress_bar(output: dict) -> bool:
+    """A stderr output that holds nothing but tqdm refreshes (and the blank line tqdm leaves)."""
+    if output.get("output_type") != "stream" or output.get("name") != "stderr":
+        return False
+    lines = re.split(r"[\r\n]", output.get("text", ""))
+    return all(not line.strip() or PROGRESS_BAR.match(line) for line in lines)
+
+
+def drop_progress_bars(path: Path) -> None:
+    """Remove the progress bars of the library's long loops from an executed chapter: under
+    papermill every tqdm refresh is a separate stderr output, a hundred grey boxes on the page.
+    Other stderr (warnings) stays."""
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [output for output in cell.outputs if not is_progress_bar(output)]
+    nbformat.write(notebook, path)
+
+
 def hide_injected_parameters(path: Path) -> None:
     """Tag papermill's injected-parameters cell ``remove-cell`` (Jupyter Book drops it) and the
     ``parameters`` cell ``hide-cell`` (shown folded)."""
@@ -50,8 +73,12 @@ def execute_chapter(source: Path, profile: str, output_dir: Path = CHAPTERS_DIR,
     output = output_dir / generated.name
     papermill.execute_notebook(str(generated), str(output),
                                parameters={"profile": profile, **(parameters or {})},
-                               cwd=str(REPO_ROOT), progress_bar=False, kernel_name="python3")
+                               cwd=str(REPO_ROOT), progress_bar=False, kernel_name="python3",
+                               # the kernel's own start-up log (a warning that its local TCP
+                               # sockets are unencrypted, once per chapter); errors still show
+                               extra_arguments=["--IPKernelApp.log_level=ERROR"])
     hide_injected_parameters(output)
+    drop_progress_bars(output)
     return output
 
 
@@ -69,8 +96,54 @@ def build_book(profile: str, only: list[str] | None = None, html: bool = True,
     return REPO_ROOT / "_build" / "html" / "index.html"
 
 
+BUILD_INFO = "this_build.md"  # written beside the executed chapters, included by book/intro.md
+
+
+def describe_build(chapters_dir: Path = CHAPTERS_DIR) -> str:
+    """What built this copy, read back from the executed chapters' papermill metadata: the
+    parameters each chapter ran with (resolved through its profile), when, and from which commit."""
+    from .study import Study
+    runs = {}
+    for path in sorted(chapters_dir.glob("[0-9][0-9]_*.ipynb")):
+        papermill_meta = nbformat.read(path, as_version=4).metadata.get("papermill", {})
+        parameters = dict(papermill_meta.get("parameters", {}))
+        study = Study.from_notebook(parameters.pop("profile", "default"),
+                                    parameters.pop("overrides", None), **parameters)
+        runs[path.stem] = (study, (papermill_meta.get("end_time") or "")[:10])
+    if not runs:
+        return "No chapter has been executed yet."
+    distinct = []  # Study holds a dict (checkpoints): compared by value, not hashed
+    for study, _ in runs.values():
+        if study not in distinct:
+            distinct.append(study)
+    lines = []
+    for study in distinct:
+        names = [name for name, (s, _) in runs.items() if s == study]
+        dates = sorted({date for s, date in runs.values() if s == study and date})
+        when = "n/a" if not dates else dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+        scope = "every chapter" if len(names) == len(runs) else "chapters " + ", ".join(
+            name.split("_")[0] for name in names)
+        lines.append(
+            f"- {scope}: profile **{study.profile}**, models {', '.join(study.models)}; data "
+            f"{study.dataset}; {study.n_images} analysis images, {study.n_probe_fit} probe-fit and "
+            f"{study.n_probe_score} probe-score images; device {study.device}, {study.dtype}; seed "
+            f"{study.seed}; executed {when}.")
+    return f"This copy was built{_source_commit()} with:\n\n" + "\n".join(lines) + "\n"
+
+
+def _source_commit() -> str:
+    """' from vitphase commit `abc1234`' (``-dirty`` with local changes), or '' outside git."""
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                                text=True, cwd=REPO_ROOT)
+    except OSError:  # no git
+        return ""
+    return f" from vitphase commit `{commit.stdout.strip()}`" if commit.returncode == 0 else ""
+
+
 def build_html(root: Path) -> Path:
     """Jupyter Book 1.x build of ``root`` (warnings are errors), then the HTML clean-up below."""
+    (root / "book" / "chapters" / BUILD_INFO).write_text(describe_build(root / "book" / "chapters"))
     build = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(root),
                             "--builder", "html", "-W", "-n", "--keep-going"],
                            capture_output=True, text=True, cwd=root)

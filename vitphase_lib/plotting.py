@@ -1,6 +1,8 @@
 """Plotting and table helpers shared by the chapters (seaborn / matplotlib, MyST tables)."""
 from __future__ import annotations
 
+import re
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -48,7 +50,14 @@ def layer_curves(per_layer: pd.DataFrame, y: str, ylabel: str, axes=None, hue: s
 
 
 def myst_table(frame: pd.DataFrame, caption: str, name: str, floatfmt: str = ".4g") -> Markdown:
-    """A numbered, referenceable MyST table (rendered by MyST-NB from the cell's output)."""
+    """A numbered, referenceable MyST table (rendered by MyST-NB from the cell's output).
+
+    With a fixed-point ``floatfmt`` (".1f") the values are rounded by pandas first, so the table
+    shows the digits ``frame.round(n)`` prints: 68.35 is 68.4 in both (string formatting of the
+    binary float would give 68.3)."""
+    fixed_point = re.fullmatch(r"\.(\d+)f", floatfmt)
+    if fixed_point:
+        frame = frame.round(int(fixed_point.group(1)))
     body = frame.to_markdown(index=False, floatfmt=floatfmt)
     return Markdown(f"```{{table}} {caption}\n:name: {name}\n\n{body}\n```\n")
 

@@ -257,7 +257,10 @@ class Study:
                 if measured != snapshot["test_top1"]:
                     raise RuntimeError(f"{name}: test top-1 re-measured as {measured:.2f}% but the "
                                        f"checkpoint was recorded at {snapshot['test_top1']:.2f}%; "
-                                       "the weights or the data changed.")
+                                       "the data changed (the weights passed their sha256 check), "
+                                       "or, if it is an image or two, this CPU's kernels round "
+                                       "differently from the recording machine's "
+                                       "(vitphase_lib/numerics.py).")
                 idle = idle_training_seconds(record["log"], record["train"]["epochs"])
                 row.update(test_images=len(test), test_top1=measured,
                            recorded_top1=snapshot["test_top1"],

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from .io import sha256_file
 from .models import ALL_MINI_CONFIGS, MiniViTConfig, build_mini_vit
+from .numerics import portable_requested
 from .train import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +23,11 @@ class CheckpointError(RuntimeError):
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("VITPHASE_CACHE", Path.home() / ".cache" / "vitphase"))
+    """Training state and cached results. Runs with portable numerics (``make test``) keep theirs
+    in a subfolder: their tiny zoo and tables differ in the last bits from a normal run's, and
+    neither may be read as the other's."""
+    root = Path(os.environ.get("VITPHASE_CACHE", Path.home() / ".cache" / "vitphase"))
+    return root / "portable-numerics" if portable_requested() else root
 
 
 def training_dir(name: str) -> Path:
