@@ -3,7 +3,7 @@ from pathlib import Path
 
 import nbformat
 
-from vitphase_lib.pipeline import generate_ipynb, hide_injected_parameters, notebook_sources
+from vitphase_lib.pipeline import generate_ipynb, notebook_sources, tidy_executed_chapter
 
 RECORDED_SMOKE = Path(__file__).parent / "notebooks"
 
@@ -43,7 +43,7 @@ def test_injected_parameters_are_removed_and_parameters_folded(tmp_path):
         nbformat.v4.new_code_cell("x = 1")])
     path = tmp_path / "n.ipynb"
     nbformat.write(notebook, path)
-    hide_injected_parameters(path)
+    tidy_executed_chapter(path)
     cells = nbformat.read(path, as_version=4).cells
     assert cells[0].metadata.tags == ["parameters", "hide-cell"]
     assert cells[1].metadata.tags == ["injected-parameters", "remove-cell"]
@@ -61,7 +61,6 @@ def test_duplicate_inline_scripts_are_dropped_once(tmp_path):
 
 
 def test_progress_bars_are_dropped_and_other_stderr_kept(tmp_path):
-    from vitphase_lib.pipeline import drop_progress_bars
     stream = nbformat.v4.new_output
     cell = nbformat.v4.new_code_cell("study.analyse()", outputs=[
         stream("stream", name="stderr", text="\rmini-s:   0%|          | 0/8 [00:00<?, ?it/s]"),
@@ -73,7 +72,7 @@ def test_progress_bars_are_dropped_and_other_stderr_kept(tmp_path):
     ])
     path = tmp_path / "n.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[cell]), path)
-    drop_progress_bars(path)
+    tidy_executed_chapter(path)
     kept = nbformat.read(path, as_version=4).cells[0].outputs
     assert [(o.name, o.text) for o in kept] == [
         ("stderr", "UserWarning: 3 images were skipped\n"),

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 PORTABLE_FLAG = "VITPHASE_PORTABLE_NUMERICS"
 
 
@@ -29,13 +27,17 @@ def portable_requested() -> bool:
 
 def apply_from_environment() -> None:
     """Switch oneDNN (mkldnn) off when portable numerics are requested: its kernels are chosen by
-    the CPU and the cache sizes, and PyTorch then uses its own portable convolution."""
+    the CPU and the cache sizes, and PyTorch then uses its own portable convolution. Runs when
+    vitphase_lib is imported; torch is imported here only when needed, so that importing the
+    package (the ``vitphase`` command's start-up) stays free of it otherwise."""
     if portable_requested():
+        import torch
         torch.backends.mkldnn.enabled = False
 
 
 def describe() -> str:
     """One line on the numeric code path of this process (for logs and tests)."""
+    import torch
     return (f"cpu capability {torch.backends.cpu.get_cpu_capability()}, "
             f"oneDNN {'on' if torch.backends.mkldnn.enabled else 'off'}, "
             f"MKL_CBWR={os.environ.get('MKL_CBWR', 'unset')}, "

@@ -42,27 +42,32 @@ def is_progress_bar(output: dict) -> bool:
     return all(not line.strip() or PROGRESS_BAR.match(line) for line in lines)
 
 
-def drop_progress_bars(path: Path) -> None:
+def drop_progress_bars(notebook: nbformat.NotebookNode) -> None:
     """Remove the progress bars of the library's long loops from an executed chapter: under
     papermill every tqdm refresh is a separate stderr output, a hundred grey boxes on the page.
     Other stderr (warnings) stays."""
-    notebook = nbformat.read(path, as_version=4)
     for cell in notebook.cells:
         if cell.cell_type == "code":
             cell.outputs = [output for output in cell.outputs if not is_progress_bar(output)]
-    nbformat.write(notebook, path)
 
 
-def hide_injected_parameters(path: Path) -> None:
+def hide_injected_parameters(notebook: nbformat.NotebookNode) -> None:
     """Tag papermill's injected-parameters cell ``remove-cell`` (Jupyter Book drops it) and the
     ``parameters`` cell ``hide-cell`` (shown folded)."""
-    notebook = nbformat.read(path, as_version=4)
     for cell in notebook.cells:
         tags = cell.metadata.setdefault("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
         if "parameters" in tags and "hide-cell" not in tags:
             tags.append("hide-cell")
+
+
+def tidy_executed_chapter(path: Path) -> None:
+    """What the book shows of an executed chapter: parameter cells hidden, progress bars dropped
+    (one read and one write of the notebook)."""
+    notebook = nbformat.read(path, as_version=4)
+    hide_injected_parameters(notebook)
+    drop_progress_bars(notebook)
     nbformat.write(notebook, path)
 
 
@@ -77,8 +82,7 @@ def execute_chapter(source: Path, profile: str, output_dir: Path = CHAPTERS_DIR,
                                # the kernel's own start-up log (a warning that its local TCP
                                # sockets are unencrypted, once per chapter); errors still show
                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
-    hide_injected_parameters(output)
-    drop_progress_bars(output)
+    tidy_executed_chapter(output)
     return output
 
 
@@ -103,26 +107,29 @@ def describe_build(chapters_dir: Path = CHAPTERS_DIR) -> str:
     """What built this copy, read back from the executed chapters' papermill metadata: the
     parameters each chapter ran with (resolved through its profile), when, and from which commit."""
     from .study import Study
-    runs = {}
-    for path in sorted(chapters_dir.glob("[0-9][0-9]_*.ipynb")):
+    paths = sorted(chapters_dir.glob("[0-9][0-9]_*.ipynb"))
+    if not paths:
+        return "No chapter has been executed yet."
+    # (study, chapter numbers, dates) per distinct set of parameters, in chapter order; a Study
+    # holds a dict (checkpoints), so groups are found by equality, not by hashing
+    groups: list[tuple[Study, list[str], set[str]]] = []
+    for path in paths:
         papermill_meta = nbformat.read(path, as_version=4).metadata.get("papermill", {})
         parameters = dict(papermill_meta.get("parameters", {}))
         study = Study.from_notebook(parameters.pop("profile", "default"),
                                     parameters.pop("overrides", None), **parameters)
-        runs[path.stem] = (study, (papermill_meta.get("end_time") or "")[:10])
-    if not runs:
-        return "No chapter has been executed yet."
-    distinct = []  # Study holds a dict (checkpoints): compared by value, not hashed
-    for study, _ in runs.values():
-        if study not in distinct:
-            distinct.append(study)
+        group = next((g for g in groups if g[0] == study), None)
+        if group is None:
+            group = (study, [], set())
+            groups.append(group)
+        group[1].append(path.stem.split("_")[0])
+        if papermill_meta.get("end_time"):
+            group[2].add(papermill_meta["end_time"][:10])
     lines = []
-    for study in distinct:
-        names = [name for name, (s, _) in runs.items() if s == study]
-        dates = sorted({date for s, date in runs.values() if s == study and date})
+    for study, chapters, dates in groups:
+        dates = sorted(dates)
         when = "n/a" if not dates else dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
-        scope = "every chapter" if len(names) == len(runs) else "chapters " + ", ".join(
-            name.split("_")[0] for name in names)
+        scope = "every chapter" if len(chapters) == len(paths) else "chapters " + ", ".join(chapters)
         lines.append(
             f"- {scope}: profile **{study.profile}**, models {', '.join(study.models)}; data "
             f"{study.dataset}; {study.n_images} analysis images, {study.n_probe_fit} probe-fit and "
