@@ -23,7 +23,7 @@ def test_c1_holds_on_three_phase_curves_and_fails_without_a_climb():
     flat_end = [0.3, 0.0] + [0.0] * 12
     bad = pd.concat([_curve("a", three_phase()), _curve("b", flat_end)])
     check = claims.check_phases(phase_table(bad))
-    assert check.holds is False and "Climb" in check.reason
+    assert check.holds is False and check.reason == "no Climb in b"
 
 
 def test_c1_fails_when_pe_raises_similarity():
@@ -44,12 +44,18 @@ def _c2_tables(top1_at_0, cliff_grows=True):
 
 
 def test_c2_holds_and_each_part_can_fail():
-    assert claims.check_pe_drives_cliff(*_c2_tables(50.0)).holds is True
-    assert claims.check_pe_drives_cliff(*_c2_tables(95.0)).holds is False
-    assert claims.check_pe_drives_cliff(*_c2_tables(50.0, cliff_grows=False)).holds is False
+    check = claims.check_pe_drives_cliff(*_c2_tables(50.0))
+    assert check.holds is True and check.reason == "every part holds"
+    check = claims.check_pe_drives_cliff(*_c2_tables(95.0))
+    assert check.holds is False and check.reason.startswith("fails: removing PE lowers top-1; holds: ")
+    check = claims.check_pe_drives_cliff(*_c2_tables(50.0, cliff_grows=False))
+    assert check.holds is False and check.reason.startswith("fails: the Cliff grows with alpha; holds: ")
     summary, top1, cliff = _c2_tables(50.0)
     summary["pe_dominance_ratio"] = summary["pe_dominance_ratio"].to_numpy()[::-1]
-    assert claims.check_pe_drives_cliff(summary, top1, cliff).holds is False
+    check = claims.check_pe_drives_cliff(summary, top1, cliff)
+    assert check.holds is False
+    assert check.reason == ("fails: the Cliff follows the PE Dominance Ratio across models; holds: "
+                            "the Cliff grows with alpha, removing PE lowers top-1")
 
 
 def test_paper_names_follow_profile_order():
@@ -67,13 +73,14 @@ def test_phase_verdicts_name_the_missing_phase_per_model():
 
 # --- T6 attention landmarks ----------------------------------------------------------------------
 
-def _attention(model, ccc, aci=None, pagerank=None):
-    """One model's attention table: block i (1-based) has ccc[i-1], aci[i-1], pagerank[i-1]."""
+def _attention(model, ccc, aci=None, pagerank=None, tokens=13):
+    """One model's attention table: block i (1-based) has ccc[i-1], aci[i-1], pagerank[i-1];
+    ``tokens`` = P + N ([CLS] and 12 patches by default)."""
     blocks = len(ccc)
     aci = [0.1 * b for b in range(1, blocks + 1)] if aci is None else aci
     pagerank = [0.01 * b for b in range(1, blocks + 1)] if pagerank is None else pagerank
     return pd.DataFrame({"model": model, "block": range(1, blocks + 1), "cls_centrality": ccc,
-                         "cls_pagerank_share": pagerank, "aci": aci})
+                         "cls_pagerank_share": pagerank, "aci": aci, "uniform_baseline": 1 / tokens})
 
 
 def _phases(*rows):
@@ -197,6 +204,19 @@ def test_c3_holds_when_every_part_holds():
     check = claims.check_cls_marginalization(*_c3_inputs())
     assert check.holds is True and check.reason == "every part holds"
     assert "b: CCC 0.500 -> 0.002" in check.measured
+    assert "the more accurate model ends with the lower CCC" in check.measured
+
+
+def test_c3_reports_centrality_in_multiples_of_the_uniform_share():
+    """The uniform share 1/(P+N) depends on the token count (1/197 for ViT-B/16, 1/50 for the
+    mini zoo), so T6 and C3 also state the centrality as a multiple of it."""
+    landmarks, top1 = _c3_inputs()
+    row = landmarks.set_index("model").loc["b"]
+    assert np.isclose(row.uniform_share, 1 / 13)  # _attention: 1 [CLS] + 12 patches
+    assert np.isclose(row.ccc_first_x_uniform, 0.5 * 13) and np.isclose(row.ccc_last_x_uniform, 0.002 * 13)
+    check = claims.check_cls_marginalization(landmarks, top1)
+    assert "b: CCC 0.500 -> 0.002 (6.50x -> 0.03x uniform)" in check.measured
+    assert "(99x -> 0.8x the uniform share 1/197)" in check.paper
 
 
 def test_c3_final_centrality_of_exactly_001_still_counts_as_marginalised():
@@ -219,7 +239,9 @@ def test_c3_final_centrality_of_exactly_001_still_counts_as_marginalised():
 def test_c3_fails_on_each_part_and_names_it(change, failing):
     check = claims.check_cls_marginalization(*_c3_inputs(**change))
     assert check.holds is False
-    assert check.reason == "fails: " + failing
+    assert check.reason.startswith("fails: " + failing + "; holds: ")
+    assert failing not in check.reason.split("; holds: ")[1]  # the other three parts hold
+    assert check.reason.count(", ") == 2
 
 
 def test_c3_ranking_needs_three_models():
@@ -247,7 +269,7 @@ def test_c3_ignores_a_model_without_cls():
     # the three [CLS] models are still checked: break one of them and the claim fails
     inputs["climb_aci"] = {"gap": 0.1, "l": 0.1}
     check = claims.check_cls_marginalization(*_c3_inputs(**inputs))
-    assert check.holds is False and check.reason == "fails: ACI rises in the Climb"
+    assert check.holds is False and check.reason.startswith("fails: ACI rises in the Climb; holds: ")
 
 
 # --- C5a final geometry B vs L ---------------------------------------------------------------------

@@ -48,6 +48,16 @@ def test_injected_parameters_are_removed_and_parameters_folded(tmp_path):
     assert cells[0].metadata.tags == ["parameters", "hide-cell"]
     assert cells[1].metadata.tags == ["injected-parameters", "remove-cell"]
     assert cells[2].metadata.get("tags", []) == []
+    assert [c.id for c in cells] == ["cell-0", "injected-parameters", "cell-2"]
+
+
+def test_generated_notebooks_have_the_same_cell_ids_each_time(tmp_path):
+    """Re-recording a chapter must not rewrite every cell id (random by default in nbformat)."""
+    source = notebook_sources()[0]
+    first = nbformat.read(generate_ipynb(source, tmp_path / "a"), as_version=4)
+    second = nbformat.read(generate_ipynb(source, tmp_path / "b"), as_version=4)
+    assert [c.id for c in first.cells] == [c.id for c in second.cells]
+    assert [c.id for c in first.cells] == [f"cell-{i}" for i in range(len(first.cells))]
 
 
 def test_duplicate_inline_scripts_are_dropped_once(tmp_path):

@@ -15,6 +15,7 @@ import pandas as pd
 PAPER = {
     "cliff": {"ViT-S": (0.020, -0.002), "ViT-L": (0.021, -0.005)},  # S before -> after PE
     "cls_centrality_vit_b": (0.502, 0.004),
+    "tokens_vit_b": 197,  # [CLS] + 196 patches: ViT-B/16's uniform attention share is 1/197
     "isi_band_vit_b": (0.004, 0.009),
     "isi_peak_vit_l": 0.031,
     "tradeoff_offset_layers": 10,
@@ -75,10 +76,9 @@ def check_phases(phases: pd.DataFrame) -> ClaimCheck:
                      f"{'yes' if p else 'no'}), climb {row.climb_length} blocks "
                      f"({'yes' if k else 'no'}, rise {row.climb_rise:+.4f})")
     holds = bool((cliff & plateau & climb).all())
-    missing = [name for name, ok in (("Cliff", cliff), ("Plateau", plateau), ("Climb", climb))
-               if not ok.all()]
-    reason = ("all three phases in every model" if holds
-              else "missing in some model: " + ", ".join(missing))
+    missing = [f"no {name} in {', '.join(phases.model[~ok])}"
+               for name, ok in (("Cliff", cliff), ("Plateau", plateau), ("Climb", climb)) if not ok.all()]
+    reason = "all three phases in every model" if holds else "; ".join(missing)
     return ClaimCheck("C1 Cliff-Plateau-Climb", "three phases in ViT-S/B/L; Climb = last 3-4 blocks",
                       "; ".join(parts), holds, reason)
 
@@ -108,9 +108,19 @@ def check_pe_drives_cliff(pe_summary: pd.DataFrame, top1_by_alpha: pd.DataFrame,
                 + ("follows" if follows else "does not follow" if follows is False else "cannot be ranked by")
                 + " the PE Dominance Ratio")
     holds = all(grows) and all(costs) and follows is not False
+    parts = (("the Cliff grows with alpha", all(grows)), ("removing PE lowers top-1", all(costs)),
+             ("the Cliff follows the PE Dominance Ratio across models", follows is not False))
     return ClaimCheck("C2 PE drives the Cliff", "Cliff size follows the PE Dominance Ratio; PE "
-                      "scaling changes top-1", measured, holds,
-                      "every part holds" if holds else "at least one part fails (see measured)")
+                      "scaling changes top-1", measured, holds, _parts_reason(parts))
+
+
+def _parts_reason(parts: tuple[tuple[str, bool], ...]) -> str:
+    """'every part holds', or which parts fail and which hold, for a claim tested in parts."""
+    failed = [name for name, ok in parts if not ok]
+    if not failed:
+        return "every part holds"
+    held = [name for name, ok in parts if ok]
+    return "fails: " + ", ".join(failed) + ("; holds: " + ", ".join(held) if held else "")
 
 
 def _phase_blocks(phases_row, blocks: int) -> tuple[list[int], list[int]]:
@@ -136,9 +146,13 @@ def attention_landmarks(attention: pd.DataFrame, phases: pd.DataFrame) -> pd.Dat
         plateau_ccc = float(ccc.loc[plateau].median()) if plateau else float("nan")
         late_peak = float(ccc.loc[climb].max()) if climb else float("nan")
         late_peak_block = int(ccc.loc[climb].idxmax()) if climb and ccc.loc[climb].notna().any() else None
+        uniform = float(frame.uniform_baseline.iloc[0])  # 1 / (P + N)
         rows.append({
             "model": model, "mid_block": mid,
             "ccc_first": float(ccc.loc[1]), "ccc_mid": float(ccc.loc[mid]), "ccc_last": float(ccc.loc[blocks]),
+            # the same in multiples of the uniform share, which depends on the number of tokens
+            "uniform_share": uniform, "ccc_first_x_uniform": float(ccc.loc[1]) / uniform,
+            "ccc_last_x_uniform": float(ccc.loc[blocks]) / uniform,
             "pagerank_first": float(frame.cls_pagerank_share.loc[1]),
             "pagerank_last": float(frame.cls_pagerank_share.loc[blocks]),
             "aci_first": float(frame.aci.loc[1]), "aci_mid": float(frame.aci.loc[mid]),
@@ -171,16 +185,24 @@ def check_cls_marginalization(landmarks: pd.DataFrame, top1: pd.DataFrame) -> Cl
         rho = merged[["top1", "ccc_last"]].corr(method="spearman").iloc[0, 1]
         ranked = None if np.isnan(rho) else bool(rho < 0)  # NaN: all tied, no ranking to test
     measured = "; ".join(
-        f"{r.model}: CCC {r.ccc_first:.3f} -> {r.ccc_last:.3f}, ACI plateau {r.aci_plateau_mean:.3f} "
+        f"{r.model}: CCC {r.ccc_first:.3f} -> {r.ccc_last:.3f} ({r.ccc_first_x_uniform:.2f}x -> "
+        f"{r.ccc_last_x_uniform:.2f}x uniform), ACI plateau {r.aci_plateau_mean:.3f} "
         f"vs climb {r.aci_climb_mean:.3f}" + (", late spike" if r.late_spike else "")
         for r in landmarks.itertuples())
+    if ranked is not None:
+        measured += ("; the more accurate model ends with the lower CCC" if ranked else
+                     "; the more accurate model does not end with the lower CCC")
     holds = bool(falls.all() and marginal.all() and consensus.all() and ranked is not False)
-    parts = [name for name, ok in (("CCC falls", falls.all()), ("CCC <= 0.01 at the end", marginal.all()),
-                                   ("ACI rises in the Climb", consensus.all()),
-                                   ("better model marginalises more", ranked is not False)) if not ok]
+    threshold = PAPER["cls_centrality_failure_threshold"]
+    parts = (("CCC falls", bool(falls.all())), (f"CCC <= {threshold} at the end", bool(marginal.all())),
+             ("ACI rises in the Climb", bool(consensus.all())),
+             ("better model marginalises more", ranked is not False))
+    first, last = PAPER["cls_centrality_vit_b"]
+    tokens = PAPER["tokens_vit_b"]
     return ClaimCheck("C3 CLS marginalisation and consensus",
-                      "CCC 0.502 -> 0.004 across ViT-B; ACI rises in the Climb", measured, holds,
-                      "every part holds" if holds else "fails: " + ", ".join(parts))
+                      f"CCC {first} -> {last} across ViT-B ({first * tokens:.0f}x -> "
+                      f"{last * tokens:.1f}x the uniform share 1/{tokens}); ACI rises in the Climb",
+                      measured, holds, _parts_reason(parts))
 
 
 def collapse_through_phases(readout: pd.DataFrame, phases: pd.DataFrame) -> pd.DataFrame:

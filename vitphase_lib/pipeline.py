@@ -27,8 +27,18 @@ def generate_ipynb(source: Path, target_dir: Path = GENERATED_DIR) -> Path:
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{source.stem}.ipynb"
     notebook = jupytext.read(source)
+    number_cells(notebook)
     jupytext.write(notebook, target)
     return target
+
+
+def number_cells(notebook: nbformat.NotebookNode) -> None:
+    """Cell ids from the cell's position (``cell-0``, ...) instead of random ones, and a fixed id
+    for papermill's injected-parameters cell, so that a re-executed chapter differs from the one
+    it replaces only where its outputs do (the recorded smoke chapters are committed)."""
+    for index, cell in enumerate(notebook.cells):
+        injected = "injected-parameters" in cell.metadata.get("tags", [])
+        cell.id = "injected-parameters" if injected else f"cell-{index}"
 
 
 PROGRESS_BAR = re.compile(r"^.*\d+%\|.*\|\s*\d+/\d+ \[.*\]\s*$")  # one tqdm refresh
@@ -63,11 +73,12 @@ def hide_injected_parameters(notebook: nbformat.NotebookNode) -> None:
 
 
 def tidy_executed_chapter(path: Path) -> None:
-    """What the book shows of an executed chapter: parameter cells hidden, progress bars dropped
-    (one read and one write of the notebook)."""
+    """What the book shows of an executed chapter: parameter cells hidden, progress bars dropped,
+    cell ids by position (one read and one write of the notebook)."""
     notebook = nbformat.read(path, as_version=4)
     hide_injected_parameters(notebook)
     drop_progress_bars(notebook)
+    number_cells(notebook)
     nbformat.write(notebook, path)
 
 
