@@ -78,7 +78,10 @@ READINGS = {
           "the task needs, a harder task, longer training)",
     "C2": "the Cliff may be set by more than the positional encoding's strength at this scale",
     "C3": "these models may not need to route through a [CLS] hub: with few classes and few "
-          "patches, [CLS] can read the patches without first becoming a hub and then giving it up",
+          "patches, [CLS] can read the patches without first becoming a hub and then giving it up; "
+          "and the paper's 0.01 is an absolute share set with 197 tokens (uniform share 0.005), "
+          "so {ref}`chap-attention` also reads centrality as a multiple of the uniform share, "
+          "which carries across token counts",
     "C4": "the ISI's absolute regime thresholds may not transfer to other patch counts and "
           "decoders; the relative comparison of the models ({ref}`chap-scrambling`) is the "
           "part that can",

@@ -47,14 +47,14 @@ def test_c2_holds_and_each_part_can_fail():
     check = claims.check_pe_drives_cliff(*_c2_tables(50.0))
     assert check.holds is True and check.reason == "every part holds"
     check = claims.check_pe_drives_cliff(*_c2_tables(95.0))
-    assert check.holds is False and check.reason.startswith("fails: removing PE lowers top-1; holds: ")
+    assert check.holds is False and check.reason.startswith("not met: removing PE lowers top-1; met: ")
     check = claims.check_pe_drives_cliff(*_c2_tables(50.0, cliff_grows=False))
-    assert check.holds is False and check.reason.startswith("fails: the Cliff grows with alpha; holds: ")
+    assert check.holds is False and check.reason.startswith("not met: the Cliff grows with alpha; met: ")
     summary, top1, cliff = _c2_tables(50.0)
     summary["pe_dominance_ratio"] = summary["pe_dominance_ratio"].to_numpy()[::-1]
     check = claims.check_pe_drives_cliff(summary, top1, cliff)
     assert check.holds is False
-    assert check.reason == ("fails: the Cliff follows the PE Dominance Ratio across models; holds: "
+    assert check.reason == ("not met: the Cliff follows the PE Dominance Ratio across models; met: "
                             "the Cliff grows with alpha, removing PE lowers top-1")
 
 
@@ -239,8 +239,8 @@ def test_c3_final_centrality_of_exactly_001_still_counts_as_marginalised():
 def test_c3_fails_on_each_part_and_names_it(change, failing):
     check = claims.check_cls_marginalization(*_c3_inputs(**change))
     assert check.holds is False
-    assert check.reason.startswith("fails: " + failing + "; holds: ")
-    assert failing not in check.reason.split("; holds: ")[1]  # the other three parts hold
+    assert check.reason.startswith("not met: " + failing + "; met: ")
+    assert failing not in check.reason.split("; met: ")[1]  # the other three parts hold
     assert check.reason.count(", ") == 2
 
 
@@ -269,7 +269,7 @@ def test_c3_ignores_a_model_without_cls():
     # the three [CLS] models are still checked: break one of them and the claim fails
     inputs["climb_aci"] = {"gap": 0.1, "l": 0.1}
     check = claims.check_cls_marginalization(*_c3_inputs(**inputs))
-    assert check.holds is False and check.reason.startswith("fails: ACI rises in the Climb; holds: ")
+    assert check.holds is False and check.reason.startswith("not met: ACI rises in the Climb; met: ")
 
 
 # --- C5a final geometry B vs L ---------------------------------------------------------------------

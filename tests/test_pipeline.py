@@ -51,6 +51,22 @@ def test_injected_parameters_are_removed_and_parameters_folded(tmp_path):
     assert [c.id for c in cells] == ["cell-0", "injected-parameters", "cell-2"]
 
 
+def test_cell_timestamps_are_dropped_and_the_run_record_kept(tmp_path):
+    cell = nbformat.v4.new_code_cell("x = 1", metadata={
+        "execution": {"iopub.status.busy": "2026-12-02T14:40:56Z"},
+        "papermill": {"start_time": "2026-12-02T14:40:56", "end_time": "2026-12-02T14:40:57",
+                      "duration": 0.5, "status": "completed", "exception": False}})
+    notebook = nbformat.v4.new_notebook(cells=[cell], metadata={
+        "papermill": {"end_time": "2026-12-02T14:41:00", "parameters": {"profile": "smoke"}}})
+    path = tmp_path / "n.ipynb"
+    nbformat.write(notebook, path)
+    tidy_executed_chapter(path)
+    tidied = nbformat.read(path, as_version=4)
+    assert "execution" not in tidied.cells[0].metadata
+    assert tidied.cells[0].metadata.papermill == {"status": "completed", "exception": False}
+    assert tidied.metadata.papermill == notebook.metadata.papermill  # describe_build reads it
+
+
 def test_generated_notebooks_have_the_same_cell_ids_each_time(tmp_path):
     """Re-recording a chapter must not rewrite every cell id (random by default in nbformat)."""
     source = notebook_sources()[0]

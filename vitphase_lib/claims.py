@@ -115,12 +115,13 @@ def check_pe_drives_cliff(pe_summary: pd.DataFrame, top1_by_alpha: pd.DataFrame,
 
 
 def _parts_reason(parts: tuple[tuple[str, bool], ...]) -> str:
-    """'every part holds', or which parts fail and which hold, for a claim tested in parts."""
+    """'every part holds', or which parts are not met and which are, for a claim tested in parts
+    (each part named by what it requires)."""
     failed = [name for name, ok in parts if not ok]
     if not failed:
         return "every part holds"
     held = [name for name, ok in parts if ok]
-    return "fails: " + ", ".join(failed) + ("; holds: " + ", ".join(held) if held else "")
+    return "not met: " + ", ".join(failed) + ("; met: " + ", ".join(held) if held else "")
 
 
 def _phase_blocks(phases_row, blocks: int) -> tuple[list[int], list[int]]:

@@ -32,6 +32,16 @@ def generate_ipynb(source: Path, target_dir: Path = GENERATED_DIR) -> Path:
     return target
 
 
+def drop_cell_timings(notebook: nbformat.NotebookNode) -> None:
+    """Remove each cell's execution timestamps (Jupyter's ``execution`` and papermill's start,
+    end and duration), which the book never shows; the notebook-level papermill record (when and
+    with which parameters the chapter ran) stays."""
+    for cell in notebook.cells:
+        cell.metadata.pop("execution", None)
+        for key in ("start_time", "end_time", "duration"):
+            cell.metadata.get("papermill", {}).pop(key, None)
+
+
 def number_cells(notebook: nbformat.NotebookNode) -> None:
     """Cell ids from the cell's position (``cell-0``, ...) instead of random ones, and a fixed id
     for papermill's injected-parameters cell, so that a re-executed chapter differs from the one
@@ -73,11 +83,13 @@ def hide_injected_parameters(notebook: nbformat.NotebookNode) -> None:
 
 
 def tidy_executed_chapter(path: Path) -> None:
-    """What the book shows of an executed chapter: parameter cells hidden, progress bars dropped,
-    cell ids by position (one read and one write of the notebook)."""
+    """What the book shows of an executed chapter: parameter cells hidden, progress bars and
+    per-cell timestamps dropped, cell ids by position (one read and one write of the notebook),
+    so that re-executing a chapter changes its file only where its outputs change."""
     notebook = nbformat.read(path, as_version=4)
     hide_injected_parameters(notebook)
     drop_progress_bars(notebook)
+    drop_cell_timings(notebook)
     number_cells(notebook)
     nbformat.write(notebook, path)
 
