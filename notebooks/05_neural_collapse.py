@@ -53,7 +53,13 @@ main = claims.readout_rows(collapse)  # [CLS], or the mean patch token for model
 # {numref}`fig-f4` shows the four measures per layer on both features: the [CLS] token (solid) and
 # the mean patch token (dashed; models without [CLS] have only this one); lower is more collapsed.
 # NC1 and NC3 span orders of magnitude and are on a log scale. Shaded: the last segment of each
-# model's phase segmentation (its Climb, where C1 finds one).
+# model's phase segmentation (its Climb, where C1 finds one). NC3 and NC4 need a classifier: at
+# every layer but the last point of the [CLS] curves it is a least-squares classifier fitted from
+# the streamed moments, at that last point (after the final norm) the network's own head
+# ({ref}`methods-collapse`), so the step into that point is partly a change of classifier: a
+# least-squares classifier aligns with the class means only as far as the features' covariance
+# is isotropic, while the trained head is the classifier NC3 is about (training draws it
+# towards the class means).
 
 # %% mystnb={"figure": {"caption": "Neural Collapse per layer on the [CLS] token (solid) and the mean patch token (dashed): NC1 (within-class variability, log), NC2 (distance of the class means from a simplex ETF), NC3 (classifier vs class means, log) and NC4 (disagreement of nearest-class-center and classifier), against normalized depth; lower = more collapse.", "name": "fig-f4"}}
 import seaborn as sns
