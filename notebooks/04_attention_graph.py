@@ -177,4 +177,5 @@ if not cls_models.empty:
         + f"; at the first block the largest share is {hub.ccc_first_x_uniform:.2f}x uniform "
         f"({hub.model}), against the paper's {paper_first * tokens:.0f}x: "
         + ("no model starts with a [CLS] hub to marginalise."
-           if hub.ccc_first_x_uniform < 2 else "the first block does route attention through [CLS].")))
+           if hub.ccc_first_x_uniform < claims.HUB_MIN_X_UNIFORM
+           else "the first block does route attention through [CLS].")))
