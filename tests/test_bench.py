@@ -9,9 +9,10 @@ import torch
 
 from vitphase_lib import bench, metrics
 from vitphase_lib.analysis import PassConfig
-from vitphase_lib.bench import (CAPTURE, CAPTURE_NO_ATTN, CAPTURE_PROFILE, DIAGNOSTIC_VARIANTS, PLAIN,
-                                PLAIN_UNFUSED, BenchCase, BenchPlan, BenchReport, ModelSpec,
-                                ProfileShare, RandomImages, accumulator_classes,
+from vitphase_lib.bench import (CAPTURE, CAPTURE_NO_ATTN, CAPTURE_NO_METRICS, CAPTURE_PROFILE,
+                                DIAGNOSTIC_VARIANTS, PLAIN, PLAIN_UNFUSED, BenchCase, BenchPlan,
+                                BenchReport, ModelSpec, ProfileShare, RandomImages,
+                                accumulator_classes,
                                 benchmarked_classes, format_report, make_accumulators,
                                 memory_scaling, missing_arguments, random_images, run_benchmark,
                                 skipped_classes, time_passes)
@@ -97,7 +98,7 @@ def test_registry_picks_up_new_accumulators_and_builds_what_it_can(monkeypatch):
 
 def test_timing_result_structure(timing):
     assert timing.images == 8 and timing.batch_size == 4 and timing.repeats == 3
-    assert set(timing.seconds) == {PLAIN, PLAIN_UNFUSED, CAPTURE_NO_ATTN, CAPTURE}
+    assert set(timing.seconds) == {PLAIN, PLAIN_UNFUSED, CAPTURE_NO_METRICS, CAPTURE_NO_ATTN, CAPTURE}
     for variant, seconds in timing.seconds.items():
         assert len(seconds) == 3, variant
         assert all(s > 0 for s in seconds), variant
@@ -119,6 +120,21 @@ def test_timing_leaves_the_model_as_it_was(timing):
     model = timing.model_after
     assert [block.attn.fused_attn for block in model.blocks] == timing.fused_before
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_capture_variants_run_what_they_say(spec, monkeypatch):
+    """'capture, no metrics' traces the attention with no accumulator (run_pass adds only its
+    NaN check); 'capture, no attn' runs every accumulator without tracing the attention."""
+    import vitphase_lib.analysis as analysis
+    calls = []
+    monkeypatch.setattr(analysis, "run_pass", lambda model, dataset, sinks, config, attention, desc:
+                        calls.append((len(sinks), attention)))
+    model, images = spec.build(), random_images(4, 1, 28)
+    config = PassConfig(batch_size=4, progress=False)
+    for variant in (CAPTURE_NO_METRICS, CAPTURE_NO_ATTN, CAPTURE):
+        bench._run_variant(variant, model, images, config)
+    every = len(benchmarked_classes())
+    assert calls == [(0, True), (every, False), (every, True)]
 
 
 def test_variants_must_include_plain_and_capture(spec):

@@ -455,8 +455,7 @@ def test_token_covariance_stays_exact_with_a_large_mean():
 @pytest.mark.parametrize("cap, batches", [(5, (3, 4, 6)), (3, (3, 4)), (1, (2, 2)), (20, (4, 4))])
 def test_token_moments_cap_takes_exactly_the_first_images(cap, batches):
     """``max_images`` (the profile's ``pca_max_images``): only images with global index < cap enter,
-    across batch boundaries; batches past the cap add zeros, so every key exists (and every
-    data-parallel rank holds the same keys)."""
+    across batch boundaries; batches past the cap add nothing to sums that exist."""
     g = torch.Generator().manual_seed(3)
     tokens = torch.randn(sum(batches), LAYOUT.num_patches + LAYOUT.num_prefix_tokens, LAYOUT.width, generator=g)
     capped, reference = TokenMoments(LAYOUT, max_images=cap), TokenMoments(LAYOUT)
@@ -470,6 +469,20 @@ def test_token_moments_cap_takes_exactly_the_first_images(cap, batches):
     assert float(capped.sums["1/count"]) == min(cap, len(tokens)) * LAYOUT.num_patches
     for key in ("1/sum", "1/m2"):
         assert torch.allclose(capped.sums[key], reference.sums[key], rtol=1e-5, atol=1e-5), key  # float32 products
+
+
+def test_token_moments_rank_past_the_cap_holds_zero_sums():
+    """A data-parallel rank whose images all lie past the cap still holds every key (as zeros),
+    so the all-reduce sums the same keys on every rank."""
+    moments = TokenMoments(LAYOUT, max_images=4)
+    tokens = torch.randn(3, LAYOUT.num_patches + LAYOUT.num_prefix_tokens, LAYOUT.width)
+    for start in (6, 9):  # this rank streams images 6-8 and 9-11
+        moments.begin_batch(torch.zeros(3, dtype=torch.long), start=start)
+        moments.on_tokens("1", tokens)
+    assert float(moments.sums["1/count"]) == 0
+    assert moments.sums["1/sum"].shape == (LAYOUT.width,) and not moments.sums["1/sum"].any()
+    assert moments.sums["1/m2"].shape == (LAYOUT.width,) * 2 and not moments.sums["1/m2"].any()
+    assert moments.sums["1/m2"].dtype == torch.float64
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "512", True])

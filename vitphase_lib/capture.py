@@ -118,7 +118,9 @@ def _full_precision(x: torch.Tensor):
 
 def _emit_attention(sinks: Sequence[Sink], block: int, weights: torch.Tensor) -> None:
     with _full_precision(weights):
-        averaged = weights.float().mean(dim=1)  # (B, heads, T, T) -> (B, T, T)
+        # (B, heads, T, T) -> (B, T, T), accumulated in float32 without a float32 copy of every
+        # head's weights (under bf16 autocast that copy would double the block's attention memory)
+        averaged = weights.mean(dim=1, dtype=torch.float32)
         for sink in sinks:
             sink.on_attention(block, averaged)
 

@@ -9,12 +9,14 @@ from .base import Accumulator
 
 def _mean_pairwise_cosine(x: torch.Tensor, norms: torch.Tensor, floor: torch.Tensor | float) -> torch.Tensor:
     """sum_{i != j} cos(x_i, x_j) / (N (N - 1)) per image, from sum_{i != j} cos =
-    ||sum_i u_i||^2 - #{i: x_i != 0} with u_i the unit vectors; vectors with norm <= floor
-    count as zero. No N x N matrix is formed."""
+    ||sum_i u_i||^2 - #{i: x_i != 0} with u_i = x_i / ||x_i|| the unit vectors; vectors with
+    norm <= floor count as zero. No N x N matrix is formed, nor the unit vectors: sum_i u_i is
+    one batched product of the weights 1 / ||x_i|| with x (a single read of the tokens)."""
     nonzero = norms > floor
-    unit = x * (nonzero / norms.clamp_min(1e-30)).unsqueeze(-1)
+    weights = torch.where(nonzero, 1.0 / norms.clamp_min(1e-30), 0.0)      # (B, N)
+    unit_sum = torch.bmm(weights.unsqueeze(1), x).squeeze(1)               # (B, D)
     n = x.shape[1]
-    return (unit.sum(dim=1).square().sum(dim=-1) - nonzero.sum(dim=1)) / (n * (n - 1))
+    return (unit_sum.square().sum(dim=-1) - nonzero.sum(dim=1)) / (n * (n - 1))
 
 
 def pairwise_cosine_mean(tokens: torch.Tensor, center: bool) -> torch.Tensor:
@@ -25,11 +27,12 @@ def pairwise_cosine_mean(tokens: torch.Tensor, center: bool) -> torch.Tensor:
     vector, contributing nothing.
     """
     x = tokens.float()
-    norms = x.norm(dim=-1)
+    norms = torch.linalg.vector_norm(x, dim=-1)
     if not center:
         return _mean_pairwise_cosine(x, norms, 0.0)
     centered = x - x.mean(dim=1, keepdim=True)
-    return _mean_pairwise_cosine(centered, centered.norm(dim=-1), 1e-5 * norms.mean(dim=1, keepdim=True))
+    return _mean_pairwise_cosine(centered, torch.linalg.vector_norm(centered, dim=-1),
+                                 1e-5 * norms.mean(dim=1, keepdim=True))
 
 
 class TokenGeometry(Accumulator):
@@ -39,10 +42,11 @@ class TokenGeometry(Accumulator):
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
         x = (tokens if layer == "raw" else tokens[:, self.layout.num_prefix_tokens:]).float()
-        norms = x.norm(dim=-1)                                   # computed once, used thrice
+        norms = torch.linalg.vector_norm(x, dim=-1)              # computed once, used thrice
         centered = x - x.mean(dim=1, keepdim=True)
         floor = 1e-5 * norms.mean(dim=1, keepdim=True)
-        self.add(f"{layer}/centered", _mean_pairwise_cosine(centered, centered.norm(dim=-1), floor).sum())
+        self.add(f"{layer}/centered",
+                 _mean_pairwise_cosine(centered, torch.linalg.vector_norm(centered, dim=-1), floor).sum())
         self.add(f"{layer}/raw", _mean_pairwise_cosine(x, norms, 0.0).sum())
         self.add(f"{layer}/norm", norms.mean(dim=1).sum())
         self.add(f"{layer}/images", x.shape[0])

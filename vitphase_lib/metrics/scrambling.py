@@ -63,7 +63,9 @@ class TokenMoments(Accumulator):
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
         take = self.images_to_take(tokens.shape[0], self.max_images)
-        if not take:  # past the cap: add zeros, so that every rank holds the same sums
+        if not take:  # past the cap: every rank must hold the same sums (zeros where it took none)
+            if f"{layer}/m2" in self.sums:
+                return  # adding zeros would only cost a D x D allocation per layer and batch
             width = tokens.shape[-1]
             self.add(f"{layer}/count", 0)
             self.add(f"{layer}/sum", tokens.new_zeros(width, dtype=torch.float64))
