@@ -28,8 +28,12 @@ def pairwise_cosine_mean(tokens: torch.Tensor, center: bool) -> torch.Tensor:
     """
     x = tokens.float()
     norms = torch.linalg.vector_norm(x, dim=-1)
-    if not center:
-        return _mean_pairwise_cosine(x, norms, 0.0)
+    return _centered_similarity(x, norms) if center else _mean_pairwise_cosine(x, norms, 0.0)
+
+
+def _centered_similarity(x: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+    """Mean pairwise cosine of each image's tokens after subtracting their mean, shape (B,);
+    ``norms`` are the norms of the uncentered tokens, which set the zero floor."""
     centered = x - x.mean(dim=1, keepdim=True)
     return _mean_pairwise_cosine(centered, torch.linalg.vector_norm(centered, dim=-1),
                                  1e-5 * norms.mean(dim=1, keepdim=True))
@@ -43,10 +47,7 @@ class TokenGeometry(Accumulator):
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
         x = (tokens if layer == "raw" else tokens[:, self.layout.num_prefix_tokens:]).float()
         norms = torch.linalg.vector_norm(x, dim=-1)              # computed once, used thrice
-        centered = x - x.mean(dim=1, keepdim=True)
-        floor = 1e-5 * norms.mean(dim=1, keepdim=True)
-        self.add(f"{layer}/centered",
-                 _mean_pairwise_cosine(centered, torch.linalg.vector_norm(centered, dim=-1), floor).sum())
+        self.add(f"{layer}/centered", _centered_similarity(x, norms).sum())
         self.add(f"{layer}/raw", _mean_pairwise_cosine(x, norms, 0.0).sum())
         self.add(f"{layer}/norm", norms.mean(dim=1).sum())
         self.add(f"{layer}/images", x.shape[0])
