@@ -10,6 +10,7 @@ import torch
 from vitphase_lib import bench, metrics
 from vitphase_lib.analysis import PassConfig
 from vitphase_lib.bench import (CAPTURE, CAPTURE_NO_ATTN, CAPTURE_NO_METRICS, CAPTURE_PROFILE,
+                                CAPTURE_PROFILE_NO_ACI,
                                 DIAGNOSTIC_VARIANTS, PLAIN, PLAIN_UNFUSED, BenchCase, BenchPlan,
                                 BenchReport, ModelSpec, ProfileShare, RandomImages,
                                 accumulator_classes,
@@ -194,6 +195,8 @@ def test_timing_without_the_profile_variant_has_no_profile_ratio(timing):
     ((PLAIN, CAPTURE), {"aci_images": 2, "pca_images": 2}),
     ((PLAIN, CAPTURE, CAPTURE_PROFILE), {"aci_images": 0, "pca_images": 2}),
     ((PLAIN, CAPTURE, CAPTURE_PROFILE), {"aci_images": 2, "pca_images": 0}),
+    ((PLAIN, CAPTURE, CAPTURE_PROFILE_NO_ACI), {}),
+    ((PLAIN, CAPTURE, CAPTURE_PROFILE_NO_ACI), {"pca_images": 2}),
 ])
 def test_caps_are_given_exactly_with_the_profile_variant(spec, variants, caps):
     with pytest.raises(ValueError):
@@ -235,6 +238,40 @@ def test_profile_variant_caps_the_aci_and_the_pca(spec, monkeypatch):
         tokens_per_image = every.sums[key] / 8
         assert tokens_per_image >= 1 and tokens_per_image == int(tokens_per_image), key
         assert profile.sums[key] / tokens_per_image == 5, key
+
+
+def test_no_aci_variant_leaves_out_the_aci_only(spec, monkeypatch):
+    """'capture, caps, no ACI': every accumulator, the PCA capped, the ACI on no image while the
+    rest of the attention metrics see every image."""
+    built = []
+
+    def recording_make_accumulators(model):
+        built.append(make_accumulators(model))
+        return built[-1]
+
+    monkeypatch.setattr(bench, "make_accumulators", recording_make_accumulators)
+    config = PassConfig(batch_size=4, progress=False)
+    bench._run_variant(CAPTURE_PROFILE_NO_ACI, spec.build(), random_images(8, 1, 28), config,
+                       aci_images=3, pca_images=5)
+    (sinks,) = built
+    assert len(sinks) == len(benchmarked_classes())
+    (graph,) = [a for a in sinks if isinstance(a, AttentionGraph)]
+    (moments,) = [a for a in sinks if isinstance(a, TokenMoments)]
+    assert moments.max_images == 5
+    for block in range(1, TINY.depth + 1):
+        assert graph.sums[f"{block}/aci_images"] == 0 and float(graph.sums[f"{block}/aci"]) == 0
+        assert graph.sums[f"{block}/images"] == 8 and f"{block}/ccc" in graph.sums
+
+
+def test_report_shows_the_no_aci_floor(spec):
+    t = time_passes(spec.build(), random_images(4, 1, 28), batch_size=4, repeats=1,
+                    variants=(PLAIN, CAPTURE, CAPTURE_PROFILE, CAPTURE_PROFILE_NO_ACI),
+                    label="tiny", aci_images=2, pca_images=2)
+    text = format_report(BenchReport(device="cpu", threads=1, timings=[t], memory=[], seconds=1.0))
+    assert "Where the overhead goes" in text and CAPTURE_PROFILE_NO_ACI in text
+    floor = t.median(CAPTURE_PROFILE_NO_ACI)
+    assert f"{floor * 1e3:.0f} ms ({floor / t.plain:.2f}x)" in text
+    assert "if |lambda_2| were free" in text
 
 
 def test_run_benchmark_caps_the_aci_at_the_profile_share(spec):
@@ -328,6 +365,7 @@ def test_quick_plan_is_smaller_than_the_full_plan():
 
 
 def test_both_plans_time_the_profile_variant_with_the_book_profiles():
+    assert CAPTURE_PROFILE_NO_ACI in bench.default_plan(False).variants
     for plan in (bench.default_plan(True), bench.default_plan(False)):
         assert CAPTURE_PROFILE in plan.variants
         assert {c.spec.label: c.profile for c in plan.cases} == {"mini-b": "default", "ViT-B/16": "paper"}

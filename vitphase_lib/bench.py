@@ -27,6 +27,8 @@ Two questions, each with a target:
   the profile the :class:`BenchCase` names (:class:`ProfileShare`, through
   :meth:`vitphase_lib.study.Study.from_profile`, so a profile without a cap gets the Study
   default). Its ratio to plain, with its own verdict, is what the book's analysis pass costs.
+  The full run also times ``capture, caps, no ACI``: the same pass with the ACI on no image (the
+  PCA still capped), i.e. the floor a free |lambda_2| would leave.
 
 * **Memory.** Is the pass's peak memory flat in the number of images? Each measurement runs in a
   fresh subprocess (``python -c``) that builds the model, streams ``n`` images through
@@ -92,6 +94,9 @@ DIAGNOSTIC_VARIANTS = (PLAIN, PLAIN_UNFUSED, CAPTURE_NO_METRICS, CAPTURE_NO_ATTN
 # capture with the ACI and the PCA capped to the profile's share of images (needs ``aci_images``
 # and ``pca_images``)
 CAPTURE_PROFILE = "capture, profile caps"
+# the same without the ACI (on no image): what the book's pass would cost if |lambda_2| were free
+CAPTURE_PROFILE_NO_ACI = "capture, caps, no ACI"
+CAPPED_VARIANTS = (CAPTURE_PROFILE, CAPTURE_PROFILE_NO_ACI)  # both need aci_images and pca_images
 
 
 # --------------------------------------------------------------------------- accumulators
@@ -169,7 +174,8 @@ def make_accumulators(model: torch.nn.Module) -> list:
 def cap_accumulators(accumulators: Sequence, aci_images: int, pca_images: int) -> None:
     """Cap the two capped metrics among ``accumulators`` as a profile's analysis pass does: every
     :class:`~vitphase_lib.metrics.attention.AttentionGraph` computes the ACI on the first
-    ``aci_images`` images only (``aci_max_images``), every
+    ``aci_images`` images only (``aci_max_images``; 0, which no profile allows, leaves the ACI
+    out and keeps the rest of the attention metrics), every
     :class:`~vitphase_lib.metrics.scrambling.TokenMoments` takes the tokens of the first
     ``pca_images`` images only (``max_images``, the profile's ``pca_max_images``)."""
     from .metrics.attention import AttentionGraph
@@ -418,14 +424,15 @@ def _run_variant(variant: str, model: torch.nn.Module, dataset: Dataset, config,
             _plain_pass(model, dataset, config)
     elif variant == CAPTURE_NO_METRICS:
         run_pass(model, dataset, [], config, attention=True, desc="bench")
-    elif variant in (CAPTURE, CAPTURE_NO_ATTN, CAPTURE_PROFILE):
+    elif variant in (CAPTURE, CAPTURE_NO_ATTN, *CAPPED_VARIANTS):
         # fresh accumulators every time: building them is part of a real pass
         sinks = make_accumulators(model)
-        if variant == CAPTURE_PROFILE:
+        if variant in CAPPED_VARIANTS:
             if aci_images is None or pca_images is None:
-                raise ValueError(f"variant {CAPTURE_PROFILE!r} needs aci_images and pca_images, "
+                raise ValueError(f"variant {variant!r} needs aci_images and pca_images, "
                                  f"got aci_images={aci_images!r}, pca_images={pca_images!r}")
-            cap_accumulators(sinks, aci_images, pca_images)
+            cap_accumulators(sinks, 0 if variant == CAPTURE_PROFILE_NO_ACI else aci_images,
+                             pca_images)
         if clock is not None:
             sinks = [_Timed(accumulator, clock) for accumulator in sinks]
         run_pass(model, dataset, sinks, config, attention=variant != CAPTURE_NO_ATTN, desc="bench")
@@ -441,15 +448,18 @@ def time_passes(model: torch.nn.Module, dataset: Dataset, batch_size: int, repea
                 pca_images: int | None = None) -> TimingResult:
     """Interleaved timing of ``variants`` over ``dataset`` (see the module docstring).
     ``aci_images`` and ``pca_images`` (the ACI and PCA caps of ``capture, profile caps``, each
-    >= 1) are both given exactly when that variant is among ``variants``."""
+    >= 1) are both given exactly when that variant or ``capture, caps, no ACI`` is among
+    ``variants``."""
     from .analysis import PassConfig
     if PLAIN not in variants or CAPTURE not in variants:
         raise ValueError(f"variants must include {PLAIN!r} and {CAPTURE!r}, got {list(variants)}")
     caps = {"aci_images": aci_images, "pca_images": pca_images}
+    capped = any(variant in CAPPED_VARIANTS for variant in variants)
     for name, value in caps.items():
-        if (CAPTURE_PROFILE in variants) != (value is not None):
-            raise ValueError(f"aci_images and pca_images are given exactly when {CAPTURE_PROFILE!r} "
-                             f"is among the variants, got {name}={value!r} and {list(variants)}")
+        if capped != (value is not None):
+            raise ValueError(f"aci_images and pca_images are given exactly when a variant of "
+                             f"{list(CAPPED_VARIANTS)} is among the variants, got {name}={value!r} "
+                             f"and {list(variants)}")
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     if repeats < 1:
@@ -654,8 +664,8 @@ class BenchPlan:
 
 
 def default_plan(quick: bool) -> BenchPlan:
-    """Full: 5 interleaved repeats of 6 variants (the diagnostic ones and ``capture, profile
-    caps``); mini-B over 500 images in batches of 250 (two batches), ViT-B/16 over 32 images in
+    """Full: 5 interleaved repeats of 7 variants (the diagnostic ones, ``capture, profile caps``
+    and ``capture, caps, no ACI``); mini-B over 500 images in batches of 250 (two batches), ViT-B/16 over 32 images in
     batches of 8 (four); memory at 500 / 2000 (mini-B) and 16 / 64 (ViT-B) images, at the timing
     batch sizes. What a capture pass pays once, whatever its length, weighs more in these short
     runs than in the book's (2 000 and 10 000 images), so the ratios are upper bounds: for ViT-B/16
@@ -688,7 +698,7 @@ def default_plan(quick: bool) -> BenchPlan:
                   profile="default"),
         BenchCase(ModelSpec.timm(vit_b, batch_size=8, label="ViT-B/16"), timing_images=32,
                   memory_n=16, profile="paper"),
-    ), repeats=5, variants=(*DIAGNOSTIC_VARIANTS, CAPTURE_PROFILE))
+    ), repeats=5, variants=(*DIAGNOSTIC_VARIANTS, *CAPPED_VARIANTS))
 
 
 @dataclass
@@ -706,13 +716,13 @@ def run_benchmark(plan: BenchPlan, device: str = "cpu", log=print) -> BenchRepor
     timings, memory = [], []
     for case in plan.cases:
         spec = case.spec
-        # the profile variant needs a profile; without one the case runs the others
+        # the capped variants need a profile; without one the case runs the others
         share = (ProfileShare.read(case.profile)
-                 if case.profile is not None and CAPTURE_PROFILE in plan.variants else None)
+                 if case.profile is not None and set(CAPPED_VARIANTS) & set(plan.variants) else None)
         aci_images, pca_images = ((share.images(case.timing_images, "aci"),
                                    share.images(case.timing_images, "pca"))
                                   if share is not None else (None, None))
-        variants = tuple(v for v in plan.variants if v != CAPTURE_PROFILE or share is not None)
+        variants = tuple(v for v in plan.variants if v not in CAPPED_VARIANTS or share is not None)
         log(f"[bench {time.perf_counter() - start:4.0f} s] {spec.label}: timing "
             f"{len(variants)} variants x {plan.repeats} repeats over {case.timing_images} "
             f"images, batch {spec.batch_size}"
@@ -802,10 +812,15 @@ def format_report(report: BenchReport) -> str:
     extra = [t for t in report.timings if set(t.seconds) - {PLAIN, CAPTURE, CAPTURE_PROFILE}]
     if extra:
         out += ["", "Where the overhead goes (medians; ratios to plain)"]
-        variants = [v for v in DIAGNOSTIC_VARIANTS if all(v in t.seconds for t in extra)]
+        variants = [v for v in (*DIAGNOSTIC_VARIANTS, CAPTURE_PROFILE_NO_ACI)
+                    if all(v in t.seconds for t in extra)]
         rows = [[t.model, *[f"{t.median(v) * 1e3:.0f} ms ({t.median(v) / t.plain:.2f}x)" for v in variants]]
                 for t in extra]
         out.append(_table(["model", *variants], rows))
+        if CAPTURE_PROFILE_NO_ACI in variants:
+            out.append(f"'{CAPTURE_PROFILE_NO_ACI}': '{CAPTURE_PROFILE}' with the ACI on no image "
+                       "(the PCA still capped): what the book's pass would cost if |lambda_2| "
+                       "were free.")
     timed = [t for t in report.timings if t.callback_seconds]
     if timed:
         out += ["", "Time inside each accumulator's callbacks during 'capture' (median per pass; "

@@ -12,7 +12,7 @@ For block l, A_l is the head-averaged, row-stochastic attention (rows = queries)
   N x N matrix per image and block is the costliest part of the pass, so at most
   ``aci_max_images`` images (the first ones streamed) enter the ACI. It comes from repeated
   squaring (batched float64 matrix products: no host synchronisation on GPUs, and on this
-  project's CPU about twice as fast as LAPACK's eigenvalues), which overestimates |lambda_2| by
+  project's CPU three to four times as fast as LAPACK's eigenvalues), which overestimates |lambda_2| by
   less than 1e-6; LAPACK (``method="eig"``) is the reference the tests compare it with.
 """
 from __future__ import annotations
@@ -46,8 +46,9 @@ def second_eigenvalue_modulus(stochastic: torch.Tensor) -> torch.Tensor:
 
 def second_eigenvalue_modulus_by_squaring(stochastic: torch.Tensor, squarings: int = SQUARINGS) -> torch.Tensor:
     """|lambda_2| of each row-stochastic matrix of a batch, with batched float64 matrix products
-    only: no host synchronisation, so it suits GPUs, and on CPUs it is about twice as fast as
-    LAPACK's per-matrix eigenvalues (N = 49 and 196, measured here).
+    only: no host synchronisation, so it suits GPUs, and on CPUs it is three to four times as fast
+    as LAPACK's per-matrix eigenvalues (0.12 against 0.45 ms at N = 49, 4.8 against 15.3 ms at
+    N = 196, measured here).
 
     P's eigenvalue 1 has the right eigenvector 1, so Q = P - 1 1^T / N has the eigenvalues
     {0, lambda_2, ..., lambda_N} (Brauer's theorem) and |lambda_2| is Q's spectral radius, the
@@ -57,14 +58,18 @@ def second_eigenvalue_modulus_by_squaring(stochastic: torch.Tensor, squarings: i
     (``tests/test_attention.py`` compares it with :func:`second_eigenvalue_modulus`). Float32
     products would be twice as fast again but are not accurate enough: an ill-conditioned
     eigenvalue moves by cond x 6e-8, and peaked attention gives errors near 1e-4."""
-    q = stochastic.double() - 1.0 / stochastic.shape[-1]
+    q = stochastic.double() - 1.0 / stochastic.shape[-1]  # a new tensor: the input is not changed
+    # every step works in place and squares into ``square`` (then the two swap): no new tensor per
+    # step, which on CPUs also saves mapping and zeroing fresh pages for each one (1.6x faster)
+    square = torch.empty_like(q)
     log_radius = torch.zeros(q.shape[0], dtype=q.dtype, device=q.device)
     for step in range(squarings + 1):
-        norm = torch.linalg.matrix_norm(q).clamp_min(1e-300)
-        q = q / norm[:, None, None]
-        log_radius = log_radius + norm.log() / 2.0 ** step  # log ||Q^(2^step)|| / 2^step, summed
+        norm = torch.linalg.matrix_norm(q).clamp_min_(1e-300)
+        q.mul_(norm.reciprocal()[:, None, None])
+        log_radius.add_(norm.log_(), alpha=1.0 / 2.0 ** step)  # log ||Q^(2^step)|| / 2^step, summed
         if step < squarings:
-            q = q @ q
+            torch.bmm(q, q, out=square)
+            q, square = square, q
     # every eigenvalue of a stochastic matrix has modulus <= 1: the estimate's overshoot is clipped
     return log_radius.exp().clamp(max=1.0)
 
