@@ -665,12 +665,13 @@ class BenchPlan:
 
 def default_plan(quick: bool) -> BenchPlan:
     """Full: 5 interleaved repeats of 7 variants (the diagnostic ones, ``capture, profile caps``
-    and ``capture, caps, no ACI``); mini-B over 500 images in batches of 250 (two batches), ViT-B/16 over 32 images in
-    batches of 8 (four); memory at 500 / 2000 (mini-B) and 16 / 64 (ViT-B) images, at the timing
-    batch sizes. What a capture pass pays once, whatever its length, weighs more in these short
-    runs than in the book's (2 000 and 10 000 images), so the ratios are upper bounds: for ViT-B/16
-    that is mostly allocating the float64 sums of its 1 000 classes (CollapseMoments), about 0.2 s
-    per pass here, 0.09x of a 16-image pass and 0.04x of a 32-image one.
+    and ``capture, caps, no ACI``); mini-B over 500 images in batches of 250 (two batches),
+    ViT-B/16 over 32 images in batches of 8 (four); memory at 500 / 2000 (mini-B) and 16 / 64
+    (ViT-B) images, at the timing batch sizes. What a capture pass pays once, whatever its
+    length, weighs more in these short runs than in the book's (2 000 and 10 000 images), so the
+    ratios are upper bounds: for ViT-B/16 that is mostly allocating the float64 sums of its
+    1 000 classes (CollapseMoments), about 0.2 s per pass here, 0.09x of a 16-image pass and
+    0.04x of a 32-image one.
 
     Quick (a smoke run): 2 repeats of plain, capture and capture with the profile's caps over
     one batch of 100 (mini-B) and of 4 (ViT-B; its profile shares round up to one of the four

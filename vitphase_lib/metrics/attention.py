@@ -7,13 +7,14 @@ For block l, A_l is the head-averaged, row-stochastic attention (rows = queries)
 - **PageRank share** of [CLS]: PageRank (networkx) of the graph with edges i -> j weighted by the
   image-averaged A_l[i, j]; a second view of the hub's centrality.
 - **Attention Consensus Index** (ACI): take the patch-to-patch block of A_l, renormalise its rows,
-  ACI = 1 - |lambda_2| (second-largest eigenvalue modulus of that stochastic matrix), averaged over
-  images. 1 = consensus in one step (uniform mixing), 0 = no mixing (identity). |lambda_2| of an
-  N x N matrix per image and block is the costliest part of the pass, so at most
+  ACI = 1 - |lambda_2| (second-largest eigenvalue modulus of that stochastic matrix), averaged
+  over images. 1 = consensus in one step (uniform mixing), 0 = no mixing (identity). |lambda_2| of
+  an N x N matrix per image and block is the costliest part of the pass, so at most
   ``aci_max_images`` images (the first ones streamed) enter the ACI. It comes from repeated
   squaring (batched float64 matrix products: no host synchronisation on GPUs, and on this
-  project's CPU three to four times as fast as LAPACK's eigenvalues), which overestimates |lambda_2| by
-  less than 1e-6; LAPACK (``method="eig"``) is the reference the tests compare it with.
+  project's CPU three to four times as fast as LAPACK's eigenvalues), which overestimates
+  |lambda_2| by less than 1e-6; LAPACK (``method="eig"``) is the reference the tests compare it
+  with.
 """
 from __future__ import annotations
 
