@@ -333,6 +333,8 @@ def test_memory_scaling_and_report(spec, timing):
         assert result.cuda_peak_mb is None  # CPU
         assert result.ru_maxrss_mb > 0
         assert result.peak_source == ("VmHWM" if os.path.exists("/proc/self/clear_refs") else "ru_maxrss")
+        # the child saw the fixed allocator threshold (or the one this environment sets)
+        assert result.mmap_threshold == bench.child_environment()["MALLOC_MMAP_THRESHOLD_"]
     assert scaling.ratio == pytest.approx(scaling.large.peak_rss_mb / scaling.small.peak_rss_mb)
     assert scaling.passed == (scaling.ratio <= bench.MEMORY_TARGET)
 
@@ -344,6 +346,17 @@ def test_memory_scaling_and_report(spec, timing):
     assert text.count("PASS") + text.count("MISS") == 2
     assert "Where the overhead goes" in text and "Time inside each accumulator" in text
     assert "ru_maxrss" in text
+    assert f"(MALLOC_MMAP_THRESHOLD_): {scaling.small.mmap_threshold} " in text
+
+
+def test_memory_children_fix_the_allocator_threshold_and_keep_the_environment(monkeypatch):
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("VITPHASE_TEST_MARKER", "kept")
+    env = bench.child_environment()
+    assert env["MALLOC_MMAP_THRESHOLD_"] == str(128 * 1024)
+    assert env["VITPHASE_TEST_MARKER"] == "kept" and env["PATH"] == os.environ["PATH"]
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # a user's own setting wins
+    assert bench.child_environment()["MALLOC_MMAP_THRESHOLD_"] == "65536"
 
 
 def test_report_names_models_whose_memory_was_not_measured(timing):

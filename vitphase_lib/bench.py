@@ -43,10 +43,16 @@ Two questions, each with a target:
   pass can make the peak grow. Target: mem(4n) / mem(n) <= 1.1x (CUDA peak on CUDA, peak RSS
   otherwise). The peak RSS includes the interpreter, torch (about 1 GB with a CUDA build) and
   the model, which dilutes the ratio, so the table also prints the pass's own increment (peak
-  minus the RSS before the pass) and the difference between 4n and n in MB. Expect that
-  difference to wander by some tens of MB between runs on CPU: glibc's dynamic mmap threshold
-  moves large activation buffers between mmap and the heap, and heap fragmentation varies per
-  process (with ``MALLOC_MMAP_THRESHOLD_`` fixed, the per-batch RSS of a ViT-B pass is flat).
+  minus the RSS before the pass) and the difference between 4n and n in MB. The children run
+  with glibc's mmap threshold fixed (``MALLOC_MMAP_THRESHOLD_``, :data:`CHILD_ALLOCATOR_ENV`;
+  a value already in the environment is kept). Left dynamic, glibc raises the threshold each
+  time a large block is freed, so whether an activation buffer of a given size is mapped afresh
+  or carved out of a fragmented heap depends on the order of earlier frees, and the peak RSS of
+  identical mini-B passes wandered between 124 and 318 MB above the model (500, 2 000 and 8 000
+  images, three runs each, no trend in n): one full run measured 4n / n = 1.13x. With the
+  threshold fixed at glibc's default the same nine runs peaked 76-77 MB above the model. The
+  fixed threshold makes the memory runs slower (every large buffer is a fresh mapping) but
+  leaves the timing runs, in this process, as they are.
 
 The accumulators come from :func:`accumulator_classes`, which discovers every public
 :class:`~vitphase_lib.metrics.base.Accumulator` subclass of :mod:`vitphase_lib.metrics` (exported
@@ -82,6 +88,9 @@ from torch.utils.data import Dataset, TensorDataset
 
 TIME_TARGET = 1.3     # capture / plain
 MEMORY_TARGET = 1.1   # peak(4n) / peak(n)
+# the memory children's allocator: glibc's default mmap threshold (128 KiB), fixed, so that the
+# peak RSS does not depend on glibc moving the threshold as blocks are freed (module docstring)
+CHILD_ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 2**10)}
 SINK_CALLBACKS = ("on_tokens", "on_attention", "on_logits")
 # added by run_pass to every pass on its own; benchmarking it again would count it twice
 ALWAYS_ON = ("FiniteCheck",)
@@ -496,6 +505,7 @@ class MemoryResult:
     peak_source: str            # "VmHWM" (Linux, peak reset before the pass) or "ru_maxrss"
     cuda_peak_mb: float | None  # torch.cuda.max_memory_allocated during the pass, on CUDA
     seconds: float
+    mmap_threshold: str | None  # MALLOC_MMAP_THRESHOLD_ as the child saw it (None: dynamic)
 
     @property
     def pass_increment_mb(self) -> float:
@@ -589,7 +599,7 @@ def _memory_child(spec_json: str, images: int, device: str) -> dict:
             "before_pass_rss_mb": before, "ru_maxrss_mb": _maxrss_mb(),
             "peak_source": "VmHWM" if use_hwm else "ru_maxrss",
             "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-            "seconds": seconds}
+            "seconds": seconds, "mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
 
 
 _CHILD_CODE = ("import json, sys; from vitphase_lib.bench import _memory_child; "
@@ -597,9 +607,16 @@ _CHILD_CODE = ("import json, sys; from vitphase_lib.bench import _memory_child; 
                "print('VITPHASE-BENCH ' + json.dumps(result))")
 
 
+def child_environment() -> dict[str, str]:
+    """The memory children's environment: this process's, with :data:`CHILD_ALLOCATOR_ENV` for
+    each of its variables the environment does not already set."""
+    return {**CHILD_ALLOCATOR_ENV, **os.environ}
+
+
 def _start_child(spec: ModelSpec, images: int, device: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", _CHILD_CODE, spec.to_json(), str(images), device],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=child_environment())
 
 
 def _finish_child(proc: subprocess.Popen, timeout: float) -> MemoryResult:
@@ -862,9 +879,14 @@ def format_report(report: BenchReport) -> str:
     if skipped:
         out.append(f"(memory not measured for {', '.join(skipped)} in this run; the full run "
                    "measures it)")
+    thresholds = sorted({r.mmap_threshold or "dynamic" for m in report.memory
+                         for r in (m.small, m.large)})
     out += ["", f"Peak RSS from {', '.join(sources) or '-'}. *ru_maxrss of the child as the kernel "
                 "reports it; on Linux it includes the parent's peak (inherited at exec), so it is "
                 "not used.",
+            f"glibc's mmap threshold in the children (MALLOC_MMAP_THRESHOLD_): "
+            f"{', '.join(thresholds) or '-'} (fixed, so that the peak does not depend on glibc "
+            "moving it as blocks are freed).",
             f"({report.seconds:.0f} s. Timings are wall clock on a possibly shared machine; "
             "'paired range' is capture/plain within each repetition.)"]
     return "\n".join(out)
