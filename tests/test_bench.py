@@ -359,6 +359,19 @@ def test_memory_children_fix_the_allocator_threshold_and_keep_the_environment(mo
     assert bench.child_environment()["MALLOC_MMAP_THRESHOLD_"] == "65536"
 
 
+def test_report_says_whether_the_allocator_threshold_was_fixed(timing):
+    result = bench.MemoryResult(images=4, peak_rss_mb=900.0, before_pass_rss_mb=800.0,
+                                ru_maxrss_mb=900.0, peak_source="VmHWM", cuda_peak_mb=None,
+                                seconds=1.0, mmap_threshold="131072")
+    fixed = bench.MemoryScaling(model="tiny", device="cpu", batch_size=4, small=result,
+                                large=replace(result, images=16))
+    dynamic = replace(fixed, large=replace(result, images=16, mmap_threshold=None))
+    for scaling, says in ((fixed, "131072 (fixed"), (dynamic, "131072, dynamic (dynamic")):
+        text = format_report(BenchReport(device="cpu", threads=1, timings=[timing],
+                                         memory=[scaling], seconds=1.0))
+        assert f"(MALLOC_MMAP_THRESHOLD_): {says}" in text
+
+
 def test_report_names_models_whose_memory_was_not_measured(timing):
     report = BenchReport(device="cpu", threads=1, timings=[timing], memory=[], seconds=1.0)
     text = format_report(report)

@@ -885,8 +885,10 @@ def format_report(report: BenchReport) -> str:
                 "reports it; on Linux it includes the parent's peak (inherited at exec), so it is "
                 "not used.",
             f"glibc's mmap threshold in the children (MALLOC_MMAP_THRESHOLD_): "
-            f"{', '.join(thresholds) or '-'} (fixed, so that the peak does not depend on glibc "
-            "moving it as blocks are freed).",
+            f"{', '.join(thresholds) or '-'} "
+            + ("(dynamic: the peak also depends on where glibc moves it as blocks are freed)."
+               if "dynamic" in thresholds else
+               "(fixed, so that the peak does not depend on glibc moving it as blocks are freed)."),
             f"({report.seconds:.0f} s. Timings are wall clock on a possibly shared machine; "
             "'paired range' is capture/plain within each repetition.)"]
     return "\n".join(out)
