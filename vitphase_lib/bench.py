@@ -874,23 +874,25 @@ def format_report(report: BenchReport) -> str:
     if any(m.small.cuda_peak_mb is not None for m in report.memory):
         headers.append("CUDA peak")
     out.append(_table(headers + ["ratio", "<=1.1x"], rows))
-    sources = sorted({r.peak_source for m in report.memory for r in (m.small, m.large)})
+    children = [r for m in report.memory for r in (m.small, m.large)]  # one per subprocess
+    sources = sorted({r.peak_source for r in children})
     skipped = [t.model for t in report.timings if t.model not in {m.model for m in report.memory}]
     if skipped:
         out.append(f"(memory not measured for {', '.join(skipped)} in this run; the full run "
                    "measures it)")
-    thresholds = sorted({r.mmap_threshold or "dynamic" for m in report.memory
-                         for r in (m.small, m.large)})
     out += ["", f"Peak RSS from {', '.join(sources) or '-'}. *ru_maxrss of the child as the kernel "
                 "reports it; on Linux it includes the parent's peak (inherited at exec), so it is "
-                "not used.",
-            f"glibc's mmap threshold in the children (MALLOC_MMAP_THRESHOLD_): "
-            f"{', '.join(thresholds) or '-'} "
-            + ("(dynamic: the peak also depends on where glibc moves it as blocks are freed)."
-               if "dynamic" in thresholds else
-               "(fixed, so that the peak does not depend on glibc moving it as blocks are freed)."),
-            f"({report.seconds:.0f} s. Timings are wall clock on a possibly shared machine; "
-            "'paired range' is capture/plain within each repetition.)"]
+                "not used."]
+    if children:
+        thresholds = sorted({r.mmap_threshold or "dynamic" for r in children})
+        out.append(f"glibc's mmap threshold in the children (MALLOC_MMAP_THRESHOLD_): "
+                   f"{', '.join(thresholds)} "
+                   + ("(dynamic: the peak also depends on where glibc moves it as blocks are "
+                      "freed)." if "dynamic" in thresholds else
+                      "(fixed, so that the peak does not depend on glibc moving it as blocks are "
+                      "freed)."))
+    out.append(f"({report.seconds:.0f} s. Timings are wall clock on a possibly shared machine; "
+               "'paired range' is capture/plain within each repetition.)")
     return "\n".join(out)
 
 
