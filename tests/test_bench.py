@@ -372,6 +372,41 @@ def test_report_says_whether_the_allocator_threshold_was_fixed(timing):
         assert f"(MALLOC_MMAP_THRESHOLD_): {says}" in text
 
 
+def test_cpu_times_read_the_steal_column_of_proc_stat(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 5 50 800 10 1 2 32 7 0\ncpu0 50 2 25 400 5 0 1 16 3 0\n")
+    assert bench.cpu_times(str(stat)) == (32, 1000)  # steal, user..steal (guest is in user)
+    stat.write_text("cpu  100 5 50 800 10 1 2\n")  # a kernel without the steal column
+    assert bench.cpu_times(str(stat)) is None
+    assert bench.cpu_times(str(tmp_path / "missing")) is None
+
+
+def test_steal_between_two_readings():
+    assert bench.steal_between((30, 1000), (80, 2000)) == pytest.approx(0.05)
+    assert bench.steal_between(None, (80, 2000)) is None
+    assert bench.steal_between((30, 1000), (30, 1000)) is None  # no time passed
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux's /proc/stat")
+def test_run_benchmark_records_the_steal_while_timing(spec):
+    plan = BenchPlan(cases=(BenchCase(spec, timing_images=4, memory_n=None),), repeats=1,
+                     variants=(PLAIN, CAPTURE))
+    (timing,) = run_benchmark(plan, log=lambda message: None).timings
+    assert timing.steal_share is not None and 0 <= timing.steal_share <= 1
+
+
+def test_report_gives_the_steal_and_warns_when_it_is_high(timing):
+    def report(*shares):
+        timings = [replace(timing, model=f"m{i}", steal_share=share)
+                   for i, share in enumerate(shares)]
+        return format_report(BenchReport(device="cpu", threads=1, timings=timings, memory=[],
+                                         seconds=1.0))
+    calm, shared = report(0.01, None), report(0.01, 0.33)
+    assert "(steal, /proc/stat): m0 1%.\n" in calm + "\n"  # m1, unmeasured, is not named
+    assert "m0 1%, m1 33%. Above 5% the machine was shared" in shared
+    assert "hypervisor" not in report(None)
+
+
 def test_report_names_models_whose_memory_was_not_measured(timing):
     report = BenchReport(device="cpu", threads=1, timings=[timing], memory=[], seconds=1.0)
     text = format_report(report)

@@ -65,6 +65,11 @@ itself. In the ``capture`` runs (only those) each accumulator is wrapped in a th
 adds up the wall time spent in its callbacks (a few hundred ``perf_counter`` calls per pass),
 which the report shows as each accumulator's share of the plain forward time.
 
+On a virtual machine the hypervisor may give the cores to other guests for part of the run
+(``steal`` time), which slows whichever variant is running and widens the spread between
+repetitions. The report gives the share of CPU time stolen while each model was timed (from
+``/proc/stat``, where it exists) and warns above :data:`STEAL_WARNING`.
+
 The device is read from the environment variable ``VITPHASE_DEVICE`` (default ``cpu``); the
 ``vitphase bench`` command has no ``--device`` option. The torch thread count is left as it is.
 """
@@ -88,6 +93,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 TIME_TARGET = 1.3     # capture / plain
 MEMORY_TARGET = 1.1   # peak(4n) / peak(n)
+STEAL_WARNING = 0.05  # the report warns when the hypervisor took more of the CPU while timing
 # the memory children's allocator: glibc's default mmap threshold (128 KiB), fixed, so that the
 # peak RSS does not depend on glibc moving the threshold as blocks are freed (module docstring)
 CHILD_ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 2**10)}
@@ -347,6 +353,9 @@ class TimingResult:
     aci_images: int | None = None
     pca_images: int | None = None
     profile_share: ProfileShare | None = None  # the profile shares they reproduce
+    # share of the machine's CPU time taken by the hypervisor while the variants ran (Linux's
+    # /proc/stat ``steal``; None where it cannot be read): high on a shared virtual machine
+    steal_share: float | None = None
 
     def median(self, variant: str) -> float:
         return statistics.median(self.seconds[variant])
@@ -493,6 +502,29 @@ def time_passes(model: torch.nn.Module, dataset: Dataset, batch_size: int, repea
                         device=device, accumulators=[c.__name__ for c in benchmarked_classes()],
                         seconds=seconds, callback_seconds=callbacks, aci_images=aci_images,
                         pca_images=pca_images)
+
+
+def cpu_times(stat_path: str = "/proc/stat") -> tuple[int, int] | None:
+    """(steal, total) CPU time of all cores since boot, in clock ticks, from the ``cpu`` line of
+    ``/proc/stat`` (user nice system idle iowait irq softirq steal ...; guest time is already
+    in user); None where the file or its steal column is missing (not Linux, an old kernel)."""
+    try:
+        with open(stat_path) as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    ticks = [int(value) for value in fields[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def steal_between(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of CPU time stolen by the hypervisor between two :func:`cpu_times` readings
+    (None if either is missing or no time passed)."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 # --------------------------------------------------------------------------- memory
@@ -749,9 +781,11 @@ def run_benchmark(plan: BenchPlan, device: str = "cpu", log=print) -> BenchRepor
         model = spec.build()
         dataset = random_images(case.timing_images, spec.channels, spec.img_size,
                                 num_classes=model.num_classes)
+        ticks_before = cpu_times()
         timing = time_passes(model, dataset, spec.batch_size, plan.repeats, device, variants,
                              label=spec.label, aci_images=aci_images, pca_images=pca_images)
-        timings.append(replace(timing, profile_share=share))
+        timings.append(replace(timing, profile_share=share,
+                               steal_share=steal_between(ticks_before, cpu_times())))
         del model, dataset
         if case.memory_n is None:
             continue
@@ -893,6 +927,13 @@ def format_report(report: BenchReport) -> str:
                       "freed)."))
     out.append(f"({report.seconds:.0f} s. Timings are wall clock on a possibly shared machine; "
                "'paired range' is capture/plain within each repetition.)")
+    stolen = [t for t in report.timings if t.steal_share is not None]
+    if stolen:
+        out.append("CPU time taken by the hypervisor while timing (steal, /proc/stat): "
+                   + ", ".join(f"{t.model} {t.steal_share:.0%}" for t in stolen)
+                   + (f". Above {STEAL_WARNING:.0%} the machine was shared and the time ratios "
+                      "are less reliable than usual."
+                      if any(t.steal_share > STEAL_WARNING for t in stolen) else "."))
     return "\n".join(out)
 
 
