@@ -98,6 +98,7 @@ if len(study.models) == 3:
     t10["blocks after B"] = t10.tradeoff_block - base.tradeoff_block
     t10["depth after B"] = t10.tradeoff_depth - base.tradeoff_depth
 t10["paper"] = [f"L - B ~ +{expected} layers" if name == "ViT-L" else "n/r" for name in names]
+t10 = t10.round({"best_probe_top1": 1, "threshold": 1})  # the digits of the probe table above
 plotting.myst_table(t10, "The trade-off block: first block whose probe reaches "
                     f"{study.tradeoff_fraction:.0%} of the model's best probe top-1; its offset from the B-shaped model's in blocks and in "
                     "normalized depth; beside the paper's L-vs-B offset.", "tab-t10",

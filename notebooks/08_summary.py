@@ -76,6 +76,7 @@ READINGS = {
     "C1": "the three phases may not be a generic property of ViTs: a long flat Plateau ended by "
           "a short Climb may need what the paper's models have and these lack (more depth than "
           "the task needs, a harder task, longer training)",
+    "C1b": "depth may lengthen other stretches of the curve than the Plateau at this scale",
     "C2": "the Cliff may be set by more than the positional encoding's strength at this scale",
     "C3": "these models may not need to route through a [CLS] hub: with few classes and few "
           "patches, [CLS] can read the patches without first becoming a hub and then giving it up; "

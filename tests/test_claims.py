@@ -34,7 +34,7 @@ def test_c1_fails_when_pe_raises_similarity():
 def _c2_tables(top1_at_0, cliff_grows=True):
     models = ["s", "b", "l"]
     summary = pd.DataFrame({"model": models, "pe_dominance_ratio": [0.1, 0.2, 0.3],
-                            "cliff_drop_block1": [0.01, 0.02, 0.03]})
+                            "cliff_drop_pe": [0.005, 0.01, 0.02], "cliff_drop_block1": [0.01, 0.02, 0.03]})
     top1 = pd.DataFrame([{"model": m, "alpha": a, "top1": top1_at_0 if a == 0 else 90.0}
                          for m in models for a in (0.0, 1.0, 2.0)])
     cliff = pd.DataFrame([{"model": m, "alpha": a,
@@ -54,8 +54,103 @@ def test_c2_holds_and_each_part_can_fail():
     summary["pe_dominance_ratio"] = summary["pe_dominance_ratio"].to_numpy()[::-1]
     check = claims.check_pe_drives_cliff(summary, top1, cliff)
     assert check.holds is False
-    assert check.reason == ("not met: the Cliff follows the PE Dominance Ratio across models; met: "
-                            "the Cliff grows with alpha, removing PE lowers top-1")
+    assert check.reason == ("not met: the Cliff (to the PE layer and to block 1) follows the PE "
+                            "Dominance Ratio across models; met: the Cliff grows with alpha, "
+                            "removing PE lowers top-1")
+
+
+@pytest.mark.parametrize("to_pe, to_block1, follows", [
+    ([0.005, 0.01, 0.02], [0.01, 0.02, 0.03], True),
+    ([0.01, 0.005, 0.02], [0.01, 0.02, 0.03], True),     # rho +0.5 for both
+    ([0.01, 0.02, 0.005], [0.01, 0.02, 0.03], False),    # rho -0.5 to the PE layer
+    ([0.005, 0.01, 0.02], [0.02, 0.03, 0.01], False),    # rho -0.5 to block 1
+    ([0.01, 0.01, 0.01], [0.01, 0.02, 0.03], False),     # all tied: no ordering (rho NaN)
+])
+def test_c2_ordering_needs_a_positive_rank_correlation_for_both_sizes_of_the_cliff(to_pe, to_block1,
+                                                                                  follows):
+    summary, top1, cliff = _c2_tables(50.0)
+    summary["cliff_drop_pe"], summary["cliff_drop_block1"] = to_pe, to_block1
+    check = claims.check_pe_drives_cliff(summary, top1, cliff)
+    assert check.holds is follows
+    assert ("the Cliff follows the PE" if follows else "the Cliff does not follow the PE") in check.measured
+    assert "to the PE layer" in check.measured and "to block 1" in check.measured
+    assert "with three models rho can only be" in check.measured
+
+
+def test_c2_ordering_is_not_tested_with_two_models_and_says_so():
+    summary, top1, cliff = _c2_tables(50.0)
+    summary = summary[summary.model != "l"]
+    summary["cliff_drop_pe"] = summary["cliff_drop_pe"].to_numpy()[::-1]
+    check = claims.check_pe_drives_cliff(summary, top1, cliff)
+    assert check.holds is True
+    assert "cannot be ranked against the PE Dominance Ratio with fewer than 3 models" in check.measured
+
+
+def test_pe_scaling_table_and_the_effect_of_a_pe_stronger_than_trained():
+    top1 = pd.DataFrame([{"model": m, "alpha": a, "top1": t} for m, curve in
+                         {"s": {0.0: 20.0, 1.0: 90.0, 2.0: 85.0}, "b": {0.0: 20.0, 1.0: 80.0, 2.0: 88.0}}.items()
+                         for a, t in curve.items()])
+    cliff = pd.DataFrame([{"model": m, "alpha": a, "cliff_drop_pe": 0.01 * a, "cliff_drop_block1": 0.02 * a,
+                           "blocks": 12} for m in ("s", "b") for a in (0.0, 1.0, 2.0)])
+    scaling = claims.pe_scaling_table(top1, cliff)
+    assert list(scaling.columns) == ["model", "alpha", "cliff_drop_pe", "cliff_drop_block1", "top1"]
+    assert len(scaling) == 6
+    effect = claims.stronger_pe_effect(scaling).set_index("model")
+    assert effect.loc["s", "best_alpha"] == 1.0 and effect.loc["b", "best_alpha"] == 2.0
+    assert effect.loc["s", "strongest_alpha"] == 2.0
+    assert effect.loc["s", "cliff_change"] == pytest.approx(0.02)
+    assert effect.loc["s", "top1_change"] == pytest.approx(-5.0)
+    assert effect.loc["b", "top1_change"] == pytest.approx(8.0)
+    # no alpha above 1: nothing to say about a stronger PE
+    effect = claims.stronger_pe_effect(scaling[scaling.alpha <= 1.0])
+    assert effect.strongest_alpha.isna().all() and effect.top1_change.isna().all()
+
+
+def _plateaus(*rows):
+    """Phase rows (model, blocks, plateau_length)."""
+    frame = pd.DataFrame(rows, columns=["model", "blocks", "plateau_length"])
+    frame["plateau_fraction"] = frame.plateau_length / frame.blocks
+    return frame
+
+
+def test_c1b_depth_lengthens_the_plateau_in_blocks_not_necessarily_in_share():
+    check = claims.check_depth_lengthens_plateau(_plateaus(("s", 12, 9), ("b", 12, 10), ("l", 24, 14)))
+    assert check.holds is True
+    assert check.reason == ("longer in blocks in every deeper model (12 blocks: Plateau 9-10 "
+                            "blocks, 0.75-0.83 of the depth; 24 blocks: Plateau 14 blocks, 0.58 "
+                            "of the depth)")
+    assert "l: 14 of 24 blocks (0.58 of its depth)" in check.measured
+
+
+@pytest.mark.parametrize("deep_plateau, holds", [(11, True), (10, False), (5, False)])
+def test_c1b_fails_when_a_deeper_model_is_not_longer_than_every_shallower_one(deep_plateau, holds):
+    check = claims.check_depth_lengthens_plateau(
+        _plateaus(("s", 12, 9), ("b", 12, 10), ("l", 24, deep_plateau)))
+    assert check.holds is holds
+    assert check.reason.startswith("longer" if holds else "not longer")
+
+
+def test_c1b_is_not_testable_when_every_model_has_the_same_depth():
+    check = claims.check_depth_lengthens_plateau(_plateaus(("s", 12, 9), ("b", 12, 10)))
+    assert check.holds is None and check.reason == "every model has the same depth"
+
+
+def test_t3_puts_the_papers_row_after_the_model_it_stands_for_with_the_floor_units():
+    per_layer = pd.concat([_curve(m, [0.05, -0.005, -0.01, -0.01]) for m in ("s", "b", "l")])
+    t3 = claims.cliff_beside_paper(per_layer, ("s", "b", "l"), {"s": 49, "b": 49, "l": 49})
+    assert list(t3.model) == ["s", "ViT-S/16", "b", "l", "ViT-L/16"]  # no ViT-B numbers in the paper
+    assert list(t3.source) == ["this build", "paper", "this build", "this build", "paper"]
+    ours = t3.iloc[0]
+    assert ours.floor == pytest.approx(-1 / 48)
+    assert ours["drop / -floor"] == pytest.approx(0.055 * 48)
+    assert ours["S(pe) / floor"] == pytest.approx(0.005 * 48)
+    paper_l = t3.iloc[4]
+    assert paper_l.floor == pytest.approx(-1 / 195) and np.isnan(paper_l["S(block 1)"])
+    assert paper_l["drop / -floor"] == pytest.approx((0.021 + 0.005) * 195)
+    assert paper_l["S(pe) / floor"] == pytest.approx(0.005 * 195)
+    # two models: no S/B/L correspondence, so no paper rows
+    t3 = claims.cliff_beside_paper(per_layer, ("s", "b"), {"s": 49, "b": 49})
+    assert list(t3.source) == ["this build", "this build"]
 
 
 def test_paper_names_follow_profile_order():
@@ -174,11 +269,12 @@ C3_MODELS = ("s", "b", "l")
 C3_TOP1 = {"s": 70.0, "b": 80.0, "l": 75.0}  # b best, s worst
 
 
-def _c3_inputs(first=None, last=None, plateau_aci=None, climb_aci=None, top1=None, models=C3_MODELS):
+def _c3_inputs(first=None, last=None, plateau_aci=None, climb_aci=None, top1=None, models=C3_MODELS,
+               climbs=None):
     """Landmarks of 12-block models (Plateau 1..9, Climb 10..12) whose CCC runs linearly from
     ``first`` to ``last`` and whose ACI is ``plateau_aci`` on the Plateau, ``climb_aci`` in the
     Climb; each argument maps model -> value and defaults to a case where C3 holds (the best
-    model, b, ends lowest)."""
+    model, b, ends lowest); ``climbs`` (model -> has a Climb by C1) defaults to every model."""
     first = {m: 0.5 for m in models} | (first or {})
     last = {"s": 0.008, "b": 0.002, "l": 0.005} | (last or {})
     plateau_aci = {m: 0.25 for m in models} | (plateau_aci or {})
@@ -197,7 +293,8 @@ def _c3_inputs(first=None, last=None, plateau_aci=None, climb_aci=None, top1=Non
                                  "late_spike": False, "incomplete_marginalization": False}])
                   for m in models if m not in cls_models]
     return (pd.concat(landmarks, ignore_index=True),
-            pd.DataFrame({"model": list(models), "top1": [top1[m] for m in models]}))
+            pd.DataFrame({"model": list(models), "top1": [top1[m] for m in models]}),
+            pd.Series(True, index=list(models)) if climbs is None else climbs)
 
 
 def test_c3_holds_when_every_part_holds():
@@ -210,11 +307,11 @@ def test_c3_holds_when_every_part_holds():
 def test_c3_reports_centrality_in_multiples_of_the_uniform_share():
     """The uniform share 1/(P+N) depends on the token count (1/197 for ViT-B/16, 1/50 for the
     mini zoo), so T6 and C3 also state the centrality as a multiple of it."""
-    landmarks, top1 = _c3_inputs()
+    landmarks, top1, climbs = _c3_inputs()
     row = landmarks.set_index("model").loc["b"]
     assert np.isclose(row.uniform_share, 1 / 13)  # _attention: 1 [CLS] + 12 patches
     assert np.isclose(row.ccc_first_x_uniform, 0.5 * 13) and np.isclose(row.ccc_last_x_uniform, 0.002 * 13)
-    check = claims.check_cls_marginalization(landmarks, top1)
+    check = claims.check_cls_marginalization(landmarks, top1, climbs)
     assert "b: CCC 0.500 -> 0.002 (6.50x -> 0.03x uniform)" in check.measured
     assert "(99x -> 0.8x the uniform share 1/197)" in check.paper
 
@@ -242,6 +339,31 @@ def test_c3_fails_on_each_part_and_names_it(change, failing):
     assert check.reason.startswith("not met: " + failing + "; met: ")
     assert failing not in check.reason.split("; met: ")[1]  # the other three parts hold
     assert check.reason.count(", ") == 2
+
+
+def test_c3_judges_the_aci_only_in_models_with_a_climb():
+    # l's ACI falls over its last blocks, but l has no Climb by C1: the part holds on s and b
+    climbs = pd.Series({"s": True, "b": True, "l": False})
+    check = claims.check_cls_marginalization(*_c3_inputs(climb_aci={"l": 0.1}, climbs=climbs))
+    assert check.holds is True and check.reason == "every part holds"
+    assert "l: CCC" in check.measured and "vs last blocks 0.100 (no Climb)" in check.measured
+    assert "vs climb 0.750" in check.measured
+    # the same fall in a model with a Climb fails the part
+    check = claims.check_cls_marginalization(*_c3_inputs(climb_aci={"l": 0.1}))
+    assert check.holds is False and check.reason.startswith("not met: ACI rises in the Climb")
+
+
+def test_c3_aci_part_is_not_testable_without_any_climb_and_the_reason_says_so():
+    climbs = pd.Series(False, index=list(C3_MODELS))
+    check = claims.check_cls_marginalization(*_c3_inputs(climb_aci={"l": 0.1}, climbs=climbs))
+    assert check.holds is True
+    assert check.reason == ("every part holds; not testable: ACI rises in the Climb (no model has "
+                            "a Climb by C1's criteria)")
+    check = claims.check_cls_marginalization(*_c3_inputs(last={"s": 0.03}, climbs=climbs))
+    assert check.holds is False
+    assert check.reason.startswith("not met: CCC <= 0.01 at the end; met: ")
+    assert check.reason.endswith("; not testable: ACI rises in the Climb (no model has a Climb by "
+                                 "C1's criteria)")
 
 
 def test_c3_ranking_needs_three_models():

@@ -1,4 +1,5 @@
 import pandas as pd
+import pytest
 
 from vitphase_lib.plotting import by_layer, layer_order, myst_table, with_depth_axes
 
@@ -29,3 +30,15 @@ def test_myst_table_fixed_point_digits_match_pandas_round():
     printed = frame.round(1).to_string(index=False)
     assert "68.4" in printed and "88.4" in printed
     assert "68.4" in text and "88.4" in text and "68.3" not in text
+
+
+@pytest.mark.parametrize("caption, frame, message", [
+    ("Top-1 (see {numref}`tab-t1`)", pd.DataFrame({"a": [1.0]}), "backtick"),
+    ("Cap", pd.DataFrame({"drop / |floor|": [1.0]}), "contains '|'"),
+    ("Cap", pd.DataFrame({"a": ["x | y"]}), "contains '|'"),
+])
+def test_myst_table_refuses_what_would_break_the_rendered_table(caption, frame, message):
+    """A backtick in the caption ends the fence (the label then is undefined, a -W build error
+    far from its cause); a '|' in a name or cell splits the Markdown cell."""
+    with pytest.raises(ValueError, match=message):
+        myst_table(frame, caption, "tab-x")

@@ -16,6 +16,7 @@ PAPER = {
     "cliff": {"ViT-S": (0.020, -0.002), "ViT-L": (0.021, -0.005)},  # S before -> after PE
     "cls_centrality_vit_b": (0.502, 0.004),
     "tokens_vit_b": 197,  # [CLS] + 196 patches: ViT-B/16's uniform attention share is 1/197
+    "patches": 196,  # ViT-S/B/L/16 at 224 px: the paper's centering floor is -1/195
     "isi_band_vit_b": (0.004, 0.009),
     "isi_peak_vit_l": 0.031,
     "tradeoff_offset_layers": 10,
@@ -88,13 +89,71 @@ def check_phases(phases: pd.DataFrame) -> ClaimCheck:
                       "; ".join(parts), holds, reason)
 
 
+def check_depth_lengthens_plateau(phases: pd.DataFrame) -> ClaimCheck:
+    """C1 (second part): depth mostly lengthens the Plateau. Holds when every model has a
+    longer Plateau, in blocks, than every shallower model; ``measured`` also gives the share of
+    each model's depth the Plateau covers, which need not grow with it."""
+    paper = "the Plateau is a long stretch that depth mostly lengthens"
+    measured = "; ".join(f"{r.model}: {r.plateau_length} of {r.blocks} blocks ({r.plateau_fraction:.2f} "
+                         "of its depth)" for r in phases.itertuples())
+    depths = sorted(set(phases.blocks))
+    if len(depths) < 2:
+        return ClaimCheck("C1b depth lengthens the Plateau", paper, measured, None,
+                          "every model has the same depth")
+    lengths = {d: phases.plateau_length[phases.blocks == d] for d in depths}
+    holds = all(lengths[deeper].min() > lengths[shallower].max()
+                for shallower, deeper in zip(depths, depths[1:]))
+    shares = {d: phases.plateau_fraction[phases.blocks == d] for d in depths}
+
+    def span(values: pd.Series, digits: int = 0) -> str:
+        low, high = (f"{v:.{digits}f}" for v in (values.min(), values.max()))
+        return low if low == high else f"{low}-{high}"
+    reason = "; ".join(f"{d} blocks: Plateau {span(lengths[d])} block"
+                       f"{'' if span(lengths[d]) == '1' else 's'}, {span(shares[d], 2)} of the depth"
+                       for d in depths)
+    return ClaimCheck("C1b depth lengthens the Plateau", paper, measured, holds,
+                      ("longer in blocks in every deeper model" if holds else
+                       "not longer in blocks in every deeper model") + f" ({reason})")
+
+
+def cliff_beside_paper(per_layer: pd.DataFrame, models: tuple[str, ...] | list[str],
+                       num_patches: dict[str, int]) -> pd.DataFrame:
+    """T3: per model, the centered similarity of the patch tokens before the PE (``raw``), after
+    it (``pe``) and after block 1, followed by the paper's row for the model it stands in for
+    (where the paper reports one). The floor -1/(N - 1) of per-image centering depends on the
+    number of patches N, so the drop and S(pe) are also given in units of it."""
+    rows = []
+    for model in models:
+        values = per_layer[per_layer.model == model].set_index("layer").centered_similarity
+        floor = -1 / (num_patches[model] - 1)
+        rows.append({"model": model, "source": "this build", "S(raw)": values["raw"],
+                     "S(pe)": values["pe"], "S(block 1)": values["1"], "floor": floor})
+        reference = paper_name(models, model)
+        if reference in PAPER["cliff"]:
+            before, after = PAPER["cliff"][reference]
+            rows.append({"model": f"{reference}/16", "source": "paper", "S(raw)": before,
+                         "S(pe)": after, "S(block 1)": np.nan, "floor": -1 / (PAPER["patches"] - 1)})
+    table = pd.DataFrame(rows)
+    table["drop / -floor"] = (table["S(raw)"] - table["S(pe)"]) / table.floor.abs()
+    table["S(pe) / floor"] = table["S(pe)"] / table.floor
+    return table
+
+
+# the two sizes of the Cliff METRICS.md reports: to the PE layer (the PE alone) and to block 1
+CLIFF_MEASURES = {"cliff_drop_pe": "to the PE layer", "cliff_drop_block1": "to block 1"}
+
+
 def check_pe_drives_cliff(pe_summary: pd.DataFrame, top1_by_alpha: pd.DataFrame,
                           cliff_by_alpha: pd.DataFrame) -> ClaimCheck:
     """C2: the Cliff grows with PE strength, follows the PE Dominance Ratio across models, and
     removing PE (alpha = 0) costs top-1 accuracy.
 
-    ``pe_summary``: model, pe_dominance_ratio, cliff_drop_block1. ``top1_by_alpha``: model,
-    alpha, top1. ``cliff_by_alpha``: model, alpha, cliff_drop_block1.
+    The ordering across models is tested with both sizes of the Cliff (``CLIFF_MEASURES``): it
+    holds only if the Spearman correlation with the ratio is positive for each, so the verdict
+    does not depend on which of the two one picks.
+
+    ``pe_summary``: model, pe_dominance_ratio, cliff_drop_pe, cliff_drop_block1.
+    ``top1_by_alpha``: model, alpha, top1. ``cliff_by_alpha``: model, alpha, cliff_drop_block1.
     """
     grows = []
     for model, frame in cliff_by_alpha.groupby("model", sort=False):
@@ -104,19 +163,51 @@ def check_pe_drives_cliff(pe_summary: pd.DataFrame, top1_by_alpha: pd.DataFrame,
     for model, frame in top1_by_alpha.groupby("model", sort=False):
         at = frame.set_index("alpha").top1
         costs.append(bool(at.get(0.0, np.nan) < at.get(1.0, np.nan)))
+    measured = (f"Cliff grows with alpha in {sum(grows)}/{len(grows)} models; removing PE lowers "
+                f"top-1 in {sum(costs)}/{len(costs)}; ")
     follows = None
     if len(pe_summary) >= 3:
-        rho = pe_summary[["pe_dominance_ratio", "cliff_drop_block1"]].corr(method="spearman").iloc[0, 1]
-        follows = bool(rho > 0)
-    measured = (f"Cliff grows with alpha in {sum(grows)}/{len(grows)} models; removing PE lowers "
-                f"top-1 in {sum(costs)}/{len(costs)}; across models the Cliff "
-                + ("follows" if follows else "does not follow" if follows is False else "cannot be ranked by")
-                + " the PE Dominance Ratio")
+        rhos = {label: float(pe_summary[["pe_dominance_ratio", column]].corr(method="spearman").iloc[0, 1])
+                for column, label in CLIFF_MEASURES.items()}
+        follows = all(rho > 0 for rho in rhos.values())  # NaN (all tied) is not > 0
+        measured += (f"across the {len(pe_summary)} models the Cliff "
+                     + ("follows" if follows else "does not follow") + " the PE Dominance Ratio "
+                     f"(Spearman rho {', '.join(f'{rho:+.2f} {label}' for label, rho in rhos.items())}"
+                     + ("; with three models rho can only be +-0.5 or +-1, so one swap of two "
+                        "models flips its sign" if len(pe_summary) == 3 else "") + ")")
+    else:
+        measured += "the Cliff cannot be ranked against the PE Dominance Ratio with fewer than 3 models"
     parts = (("the Cliff grows with alpha", all(grows)), ("removing PE lowers top-1", all(costs)),
-             ("the Cliff follows the PE Dominance Ratio across models", follows is not False))
+             ("the Cliff (to the PE layer and to block 1) follows the PE Dominance Ratio across "
+              "models", follows is not False))
     holds = all(ok for _, ok in parts)
     return ClaimCheck("C2 PE drives the Cliff", "Cliff size follows the PE Dominance Ratio; PE "
                       "scaling changes top-1", measured, holds, _parts_reason(parts))
+
+
+def pe_scaling_table(top1_by_alpha: pd.DataFrame, cliff_by_alpha: pd.DataFrame) -> pd.DataFrame:
+    """Per model and PE scale alpha: the Cliff (to the PE layer and to block 1) and top-1."""
+    cliff = cliff_by_alpha[["model", "alpha", *CLIFF_MEASURES]]
+    return cliff.merge(top1_by_alpha[["model", "alpha", "top1"]], on=["model", "alpha"])
+
+
+def stronger_pe_effect(scaling: pd.DataFrame) -> pd.DataFrame:
+    """Per model (rows of :func:`pe_scaling_table`): the alpha with the best top-1, and what the
+    largest alpha above 1 (a PE stronger than trained) does to the Cliff to block 1 and to top-1,
+    against alpha = 1. NaN where no alpha above 1 was run."""
+    rows = []
+    for model, frame in scaling.groupby("model", sort=False):
+        frame = frame.set_index("alpha").sort_index()
+        trained = frame.loc[1.0] if 1.0 in frame.index else None
+        above = frame[frame.index > 1.0]
+        strongest = above.iloc[-1] if len(above) and trained is not None else None
+        rows.append({"model": model, "best_alpha": float(frame.top1.idxmax()),
+                     "strongest_alpha": float(above.index[-1]) if strongest is not None else np.nan,
+                     "cliff_change": (float(strongest.cliff_drop_block1 - trained.cliff_drop_block1)
+                                      if strongest is not None else np.nan),
+                     "top1_change": (float(strongest.top1 - trained.top1)
+                                     if strongest is not None else np.nan)})
+    return pd.DataFrame(rows)
 
 
 def _parts_reason(parts: tuple[tuple[str, bool], ...]) -> str:
@@ -174,9 +265,14 @@ def attention_landmarks(attention: pd.DataFrame, phases: pd.DataFrame) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def check_cls_marginalization(landmarks: pd.DataFrame, top1: pd.DataFrame) -> ClaimCheck:
+def check_cls_marginalization(landmarks: pd.DataFrame, top1: pd.DataFrame,
+                              climbs: pd.Series) -> ClaimCheck:
     """C3: [CLS] centrality falls across depth to <= 0.01 at the last block, patch consensus (ACI)
-    is higher in the Climb than on the Plateau, and the better model marginalises more."""
+    is higher in the Climb than on the Plateau, and the better model marginalises more.
+
+    ``climbs``: model -> whether it has a Climb by C1's criteria (``phase_verdicts(...).climb``).
+    The ACI part is judged on those models only: elsewhere the segmentation's last piece is not a
+    Climb, and with no Climb in any model that part is not testable (the reason says so)."""
     if landmarks[["ccc_first", "ccc_last"]].isna().all().all():
         return ClaimCheck("C3 CLS marginalisation", "CCC 0.502 -> 0.004 across ViT-B", "no model has a [CLS] token",
                           None, "CLS centrality is not applicable without [CLS]")
@@ -184,7 +280,9 @@ def check_cls_marginalization(landmarks: pd.DataFrame, top1: pd.DataFrame) -> Cl
     landmarks = landmarks[landmarks.ccc_first.notna()]
     falls = landmarks.ccc_last < landmarks.ccc_first
     marginal = ~landmarks.incomplete_marginalization
-    consensus = landmarks.aci_climb_mean > landmarks.aci_plateau_mean
+    climbing = landmarks.model.map(climbs).fillna(False).astype(bool)
+    rises = landmarks.aci_climb_mean > landmarks.aci_plateau_mean
+    consensus = bool(rises[climbing].all()) if climbing.any() else None
     merged = landmarks.merge(top1, on="model")
     ranked = None
     if len(merged) >= 3:
@@ -193,22 +291,27 @@ def check_cls_marginalization(landmarks: pd.DataFrame, top1: pd.DataFrame) -> Cl
     measured = "; ".join(
         f"{r.model}: CCC {r.ccc_first:.3f} -> {r.ccc_last:.3f} ({r.ccc_first_x_uniform:.2f}x -> "
         f"{r.ccc_last_x_uniform:.2f}x uniform), ACI plateau {r.aci_plateau_mean:.3f} "
-        f"vs climb {r.aci_climb_mean:.3f}" + (", late spike" if r.late_spike else "")
-        for r in landmarks.itertuples())
+        + (f"vs climb {r.aci_climb_mean:.3f}" if climb else
+           f"vs last blocks {r.aci_climb_mean:.3f} (no Climb)")
+        + (", late spike" if r.late_spike else "")
+        for r, climb in zip(landmarks.itertuples(), climbing))
     if ranked is not None:
         measured += ("; the more accurate model ends with the lower CCC" if ranked else
                      "; the more accurate model does not end with the lower CCC")
     threshold = PAPER["cls_centrality_failure_threshold"]
     parts = (("CCC falls", bool(falls.all())), (f"CCC <= {threshold} at the end", bool(marginal.all())),
-             ("ACI rises in the Climb", bool(consensus.all())),
+             *((("ACI rises in the Climb", consensus),) if consensus is not None else ()),
              ("better model marginalises more", ranked is not False))
     holds = all(ok for _, ok in parts)
+    reason = _parts_reason(parts)
+    if consensus is None:
+        reason += "; not testable: ACI rises in the Climb (no model has a Climb by C1's criteria)"
     first, last = PAPER["cls_centrality_vit_b"]
     tokens = PAPER["tokens_vit_b"]
     return ClaimCheck("C3 CLS marginalisation and consensus",
                       f"CCC {first} -> {last} across ViT-B ({first * tokens:.0f}x -> "
                       f"{last * tokens:.1f}x the uniform share 1/{tokens}); ACI rises in the Climb",
-                      measured, holds, _parts_reason(parts))
+                      measured, holds, reason)
 
 
 def collapse_through_phases(readout: pd.DataFrame, phases: pd.DataFrame) -> pd.DataFrame:
@@ -370,16 +473,19 @@ def all_checks(study) -> list[ClaimCheck]:
     phases = phase_table(per_layer)
     summary = study.collect("analysis", "summary")
     scaled = study.collect("pe_scaling", "per_layer")
-    c2_table = summary[["model", "pe_dominance_ratio"]].merge(phases[["model", "cliff_drop_block1"]], on="model")
+    c2_table = summary[["model", "pe_dominance_ratio"]].merge(
+        phases[["model", *CLIFF_MEASURES]], on="model")
     landmarks = attention_landmarks(study.collect("analysis", "attention"), phases)
     collapse = study.collect("analysis", "collapse")
     final = readout_rows(collapse[collapse.layer == "head"])
     probes = study.collect("analysis", "probes")
     return [
         check_phases(phases),
+        check_depth_lengthens_plateau(phases),
         check_pe_drives_cliff(c2_table, study.collect("pe_scaling", "top1"),
                               phase_table(scaled, by=("model", "alpha"))),
-        check_cls_marginalization(landmarks, summary[["model", "top1"]]),
+        check_cls_marginalization(landmarks, summary[["model", "top1"]],
+                                  phase_verdicts(phases).set_index("model").climb),
         check_scrambling_regimes(isi_summary(study.collect("analysis", "scrambling"), *study.isi_thresholds),
                                  study.models),
         check_collapse_b_vs_l(final, study.models),

@@ -55,6 +55,14 @@ def myst_table(frame: pd.DataFrame, caption: str, name: str, floatfmt: str = ".4
     With a fixed-point ``floatfmt`` (".1f") the values are rounded by pandas first, so the table
     shows the digits ``frame.round(n)`` prints: 68.35 is 68.4 in both (string formatting of the
     binary float would give 68.3)."""
+    if "`" in caption:  # CommonMark: a backtick fence's opening line may not contain backticks
+        raise ValueError(f"table {name!r}: the caption sits on the opening line of a ``` fence, "
+                         "where a backtick (e.g. a {numref} role) ends the table; put the "
+                         f"reference in the text instead. Caption: {caption!r}")
+    cells = [str(c) for c in frame.columns] + [v for v in frame.to_numpy().ravel() if isinstance(v, str)]
+    if any("|" in cell for cell in cells):  # tabulate does not escape the column separator
+        raise ValueError(f"table {name!r}: a column name or cell contains '|', which splits a "
+                         f"Markdown table's cell; rename it. Columns: {list(frame.columns)}")
     fixed_point = re.fullmatch(r"\.(\d+)f", floatfmt)
     if fixed_point:
         frame = frame.round(int(fixed_point.group(1)))
