@@ -102,8 +102,8 @@ plotting.myst_table(t5, f"Top-1 (%) on the {study.n_images} analysis images when
 print(t5.round(2).to_string(index=False))
 
 # %% [markdown]
-# {numref}`tab-pe-cliff` reads the Cliff off every curve of {numref}`fig-f2`, in both sizes
-# {ref}`chap-cliff` reports: to the PE layer and to block 1. At $\alpha = 0$ the PE layer adds
+# {numref}`tab-pe-cliff` reads the Cliff off every curve of {numref}`fig-f2`, in both of its
+# sizes ({ref}`chap-cliff`): to the PE layer and to block 1. At $\alpha = 0$ the PE layer adds
 # nothing, so the drop to it is zero by construction; the drop to block 1 is then the first
 # block's own mixing.
 
