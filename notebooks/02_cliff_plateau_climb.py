@@ -108,20 +108,7 @@ plotting.myst_table(t3, "The Cliff: centered similarity before the positional en
 print(t3.round(4).to_string(index=False))
 
 # %%
-ours, paper = t3[t3.source == "this build"], t3[t3.source == "paper"]
-falls = int((ours["S(raw)"] > ours["S(pe)"]).sum())
-text = f"S falls when the PE is added in {falls} of {len(ours)} models of this build"
-if not paper.empty:
-    def span(values):
-        return f"{values.min():.2f}" + ("" if len(values) == 1 else f" to {values.max():.2f}")
-    size = ("smaller than" if ours["drop / -floor"].max() < paper["drop / -floor"].min() else
-            "larger than" if ours["drop / -floor"].min() > paper["drop / -floor"].max() else
-            "within the range of")
-    text += (f". In units of the floor the drop is {span(ours['drop / -floor'])} here against "
-             f"{span(paper['drop / -floor'])} in the paper, {size} the paper's, and after the PE "
-             f"S sits at {span(ours['S(pe) / floor'])} of the floor here against "
-             f"{span(paper['S(pe) / floor'])} in the paper (1 = at the floor)")
-display(Markdown(text + "."))
+display(Markdown(claims.describe_cliff_beside_paper(t3)))
 
 # %% [markdown]
 # ## Does C1 hold here?

@@ -146,23 +146,4 @@ display(Markdown(f"**Verdict ({study.profile} profile): C2 {plotting.verdict(che
 # intervention also runs the other way: a PE stronger than the model was trained with.
 
 # %%
-stronger = claims.stronger_pe_effect(scaling)
-tested = stronger.dropna(subset=["strongest_alpha"])
-if tested.empty:
-    display(Markdown("No $\\alpha$ above 1 was run, so a stronger PE is not tested here."))
-else:
-    at_one = int((stronger.best_alpha == 1.0).sum())
-    larger = int((tested.cliff_change > 0).sum())
-    lower = int((tested.top1_change < 0).sum())
-    display(Markdown(
-        f"Top-1 is highest at the trained strength ($\\alpha = 1$) in {at_one} of {len(stronger)} "
-        f"models. At the largest $\\alpha$ above 1 the Cliff to block 1 is larger than at "
-        f"$\\alpha = 1$ in {larger} of {len(tested)} models and top-1 is lower in {lower} of "
-        f"{len(tested)} ("
-        + ", ".join(f"{r.model}: alpha {r.strongest_alpha:g}, Cliff {r.cliff_change:+.4f}, "
-                    f"top-1 {r.top1_change:+.2f} points" for r in tested.itertuples())
-        + "). " + ("So in this build decorrelation helps up to the strength each model was trained "
-                   "with, and more of it does not help."
-                   if at_one == len(stronger) and lower == len(tested) else
-                   "So in this build more decorrelation than trained does not consistently cost "
-                   "accuracy.")))
+display(Markdown(claims.describe_stronger_pe(claims.stronger_pe_effect(scaling))))

@@ -74,7 +74,10 @@ def test_c2_ordering_needs_a_positive_rank_correlation_for_both_sizes_of_the_cli
     assert check.holds is follows
     assert ("the Cliff follows the PE" if follows else "the Cliff does not follow the PE") in check.measured
     assert "to the PE layer" in check.measured and "to block 1" in check.measured
-    assert "with three models rho can only be" in check.measured
+    assert "with three models rho takes few values" in check.measured
+    assert "+nan" not in check.measured and " nan " not in check.measured
+    if len(set(to_pe)) == 1:
+        assert "rho undefined (all tied) to the PE layer" in check.measured
 
 
 def test_c2_ordering_is_not_tested_with_two_models_and_says_so():
@@ -86,30 +89,68 @@ def test_c2_ordering_is_not_tested_with_two_models_and_says_so():
     assert "cannot be ranked against the PE Dominance Ratio with fewer than 3 models" in check.measured
 
 
-def test_pe_scaling_table_and_the_effect_of_a_pe_stronger_than_trained():
-    top1 = pd.DataFrame([{"model": m, "alpha": a, "top1": t} for m, curve in
-                         {"s": {0.0: 20.0, 1.0: 90.0, 2.0: 85.0}, "b": {0.0: 20.0, 1.0: 80.0, 2.0: 88.0}}.items()
+def _scaling(curves):
+    """pe_scaling_table rows from {model: {alpha: top1}}; the Cliff grows with alpha."""
+    top1 = pd.DataFrame([{"model": m, "alpha": a, "top1": t} for m, curve in curves.items()
                          for a, t in curve.items()])
     cliff = pd.DataFrame([{"model": m, "alpha": a, "cliff_drop_pe": 0.01 * a, "cliff_drop_block1": 0.02 * a,
-                           "blocks": 12} for m in ("s", "b") for a in (0.0, 1.0, 2.0)])
-    scaling = claims.pe_scaling_table(top1, cliff)
+                           "blocks": 12} for m, curve in curves.items() for a in curve])
+    return claims.pe_scaling_table(top1, cliff)
+
+
+def test_pe_scaling_table_and_the_effect_of_a_pe_stronger_than_trained():
+    scaling = _scaling({"s": {0.0: 20.0, 1.0: 90.0, 2.0: 85.0}, "b": {0.0: 20.0, 1.0: 80.0, 2.0: 88.0}})
     assert list(scaling.columns) == ["model", "alpha", "cliff_drop_pe", "cliff_drop_block1", "top1"]
     assert len(scaling) == 6
     effect = claims.stronger_pe_effect(scaling).set_index("model")
-    assert effect.loc["s", "best_alpha"] == 1.0 and effect.loc["b", "best_alpha"] == 2.0
+    assert effect.loc["s", "trained_is_best"] == True and effect.loc["b", "trained_is_best"] == False  # noqa: E712
     assert effect.loc["s", "strongest_alpha"] == 2.0
     assert effect.loc["s", "cliff_change"] == pytest.approx(0.02)
     assert effect.loc["s", "top1_change"] == pytest.approx(-5.0)
     assert effect.loc["b", "top1_change"] == pytest.approx(8.0)
-    # no alpha above 1: nothing to say about a stronger PE
-    effect = claims.stronger_pe_effect(scaling[scaling.alpha <= 1.0])
+    text = claims.describe_stronger_pe(claims.stronger_pe_effect(scaling))
+    assert text.startswith("Top-1 is highest at the trained strength ($\\alpha = 1$) in 1 of 2 models.")
+    assert "larger than at $\\alpha = 1$ in 2 of 2 models and top-1 is lower in 1 of 2" in text
+    assert text.endswith("So in this build a PE stronger than trained costs accuracy in 1 of 2 models.")
+
+
+def test_a_tie_at_the_top_counts_as_the_trained_strength_being_best():
+    scaling = _scaling({"s": {0.5: 80.0, 1.0: 80.0, 2.0: 70.0}})
+    assert bool(claims.stronger_pe_effect(scaling).trained_is_best.iloc[0]) is True
+
+
+@pytest.mark.parametrize("top1_at_2, cliff_grows, ending", [
+    (85.0, True, "decorrelation helps up to the trained strength, not beyond."),
+    (85.0, False, "a PE stronger than trained costs accuracy in every model."),
+    (95.0, True, "a PE stronger than trained does not cost accuracy."),
+])
+def test_the_stronger_pe_conclusion_follows_what_was_measured(top1_at_2, cliff_grows, ending):
+    scaling = _scaling({"s": {0.0: 20.0, 1.0: 90.0, 2.0: top1_at_2}, "b": {0.0: 20.0, 1.0: 90.0, 2.0: top1_at_2}})
+    if not cliff_grows:
+        scaling.loc[scaling.alpha == 2.0, "cliff_drop_block1"] = 0.0
+    assert claims.describe_stronger_pe(claims.stronger_pe_effect(scaling)).endswith(ending)
+
+
+def test_the_stronger_pe_sentence_says_what_was_not_run():
+    no_stronger = _scaling({"s": {0.0: 20.0, 1.0: 90.0}})
+    effect = claims.stronger_pe_effect(no_stronger)
     assert effect.strongest_alpha.isna().all() and effect.top1_change.isna().all()
+    assert claims.describe_stronger_pe(effect).endswith(
+        "No $\\alpha$ above 1 was run, so a PE stronger than trained is not tested here.")
+    no_trained = _scaling({"s": {0.0: 20.0, 2.0: 90.0}})
+    effect = claims.stronger_pe_effect(no_trained)
+    assert effect.trained_is_best.isna().all() and effect.strongest_alpha.isna().all()
+    assert claims.describe_stronger_pe(effect) == ("No model was run at $\\alpha = 1$, so the "
+                                                   "trained strength is not compared here.")
 
 
 def _plateaus(*rows):
-    """Phase rows (model, blocks, plateau_length)."""
+    """Phase rows (model, blocks, plateau_length), each with a Cliff, a flat Plateau and a Climb
+    by C1's criteria unless its Plateau is under a third of its blocks."""
     frame = pd.DataFrame(rows, columns=["model", "blocks", "plateau_length"])
     frame["plateau_fraction"] = frame.plateau_length / frame.blocks
+    frame = frame.assign(cliff_drop_pe=0.05, cliff_drop_block1=0.06, plateau_slope=0.0,
+                         climb_slope=0.01, climb_rise=0.02, climb_length=2)
     return frame
 
 
@@ -122,7 +163,7 @@ def test_c1b_depth_lengthens_the_plateau_in_blocks_not_necessarily_in_share():
     assert "l: 14 of 24 blocks (0.58 of its depth)" in check.measured
 
 
-@pytest.mark.parametrize("deep_plateau, holds", [(11, True), (10, False), (5, False)])
+@pytest.mark.parametrize("deep_plateau, holds", [(11, True), (10, False), (9, False)])
 def test_c1b_fails_when_a_deeper_model_is_not_longer_than_every_shallower_one(deep_plateau, holds):
     check = claims.check_depth_lengthens_plateau(
         _plateaus(("s", 12, 9), ("b", 12, 10), ("l", 24, deep_plateau)))
@@ -130,9 +171,23 @@ def test_c1b_fails_when_a_deeper_model_is_not_longer_than_every_shallower_one(de
     assert check.reason.startswith("longer" if holds else "not longer")
 
 
-def test_c1b_is_not_testable_when_every_model_has_the_same_depth():
-    check = claims.check_depth_lengthens_plateau(_plateaus(("s", 12, 9), ("b", 12, 10)))
-    assert check.holds is None and check.reason == "every model has the same depth"
+def test_c1b_leaves_out_models_without_a_plateau_by_c1_and_says_so():
+    # x (24 blocks) has a 5-block middle piece, under a third of its depth: not a Plateau by C1,
+    # so its length says nothing about depth; without it the two depths still compare
+    check = claims.check_depth_lengthens_plateau(
+        _plateaus(("s", 12, 9), ("l", 24, 14), ("x", 24, 5)))
+    assert check.holds is True
+    assert check.reason.endswith("; left out, no Plateau by C1: x")
+
+
+@pytest.mark.parametrize("rows, why", [
+    ((("s", 12, 9), ("b", 12, 10)), "every model with a Plateau has the same depth"),
+    ((("s", 12, 9),), "only one model"),
+    ((("s", 12, 2), ("l", 24, 3)), "no model has a Plateau by C1; left out, no Plateau by C1: s, l"),
+])
+def test_c1b_is_not_testable_without_two_depths_to_compare(rows, why):
+    check = claims.check_depth_lengthens_plateau(_plateaus(*rows))
+    assert check.holds is None and check.reason == why
 
 
 def test_t3_puts_the_papers_row_after_the_model_it_stands_for_with_the_floor_units():
@@ -151,6 +206,27 @@ def test_t3_puts_the_papers_row_after_the_model_it_stands_for_with_the_floor_uni
     # two models: no S/B/L correspondence, so no paper rows
     t3 = claims.cliff_beside_paper(per_layer, ("s", "b"), {"s": 49, "b": 49})
     assert list(t3.source) == ["this build", "this build"]
+    assert claims.describe_cliff_beside_paper(t3) == (
+        "S falls when the PE is added in 2 of 2 models of this build (the paper reports no model "
+        "these stand in for).")
+
+
+@pytest.mark.parametrize("drops, size", [
+    ((2.0, 3.0), "smaller than the paper's"),
+    ((6.0, 7.0), "larger than the paper's"),
+    ((4.5, 5.0), "within the paper's range"),
+    ((1.0, 10.0), "overlapping the paper's range"),
+])
+def test_t3_sentence_compares_the_drop_in_floor_units(drops, size):
+    t3 = pd.DataFrame({"source": ["this build", "paper", "this build", "paper"],
+                       "S(raw)": [0.1, 0.02, 0.1, 0.021], "S(pe)": [0.0, -0.002, -0.01, -0.005],
+                       "drop / -floor": [drops[0], 4.29, drops[1], 5.07],
+                       "S(pe) / floor": [0.1, 0.39, 0.2, 0.975]})
+    text = claims.describe_cliff_beside_paper(t3)
+    assert text.startswith("S falls when the PE is added in 2 of 2 models of this build.")
+    assert f"the drop is {drops[0]:.2f} to {drops[1]:.2f} here against 4.29 to 5.07 in the paper, {size};" in text
+    assert text.endswith("S sits at 0.10 to 0.20 of the floor here against 0.39 to 0.97 in the paper "
+                         "(1 = at the floor).")
 
 
 def test_paper_names_follow_profile_order():
@@ -351,6 +427,12 @@ def test_c3_judges_the_aci_only_in_models_with_a_climb():
     # the same fall in a model with a Climb fails the part
     check = claims.check_cls_marginalization(*_c3_inputs(climb_aci={"l": 0.1}))
     assert check.holds is False and check.reason.startswith("not met: ACI rises in the Climb")
+
+
+def test_c3_needs_a_climb_verdict_for_every_model():
+    landmarks, top1, _ = _c3_inputs()
+    with pytest.raises(ValueError, match=r"climbs has no verdict for \['l'\]"):
+        claims.check_cls_marginalization(landmarks, top1, pd.Series({"s": True, "b": True}))
 
 
 def test_c3_aci_part_is_not_testable_without_any_climb_and_the_reason_says_so():

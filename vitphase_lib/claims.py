@@ -90,20 +90,27 @@ def check_phases(phases: pd.DataFrame) -> ClaimCheck:
 
 
 def check_depth_lengthens_plateau(phases: pd.DataFrame) -> ClaimCheck:
-    """C1 (second part): depth mostly lengthens the Plateau. Holds when every model has a
-    longer Plateau, in blocks, than every shallower model; ``measured`` also gives the share of
-    each model's depth the Plateau covers, which need not grow with it."""
+    """C1 (second part): depth mostly lengthens the Plateau. Judged on the models that have a
+    Plateau by C1's criteria (:func:`phase_verdicts`; elsewhere the segmentation's middle piece
+    is not one): holds when each of them has a longer Plateau, in blocks, than every shallower
+    one. ``measured`` also gives the share of each model's depth the Plateau covers, which need
+    not grow with it."""
     paper = "the Plateau is a long stretch that depth mostly lengthens"
     measured = "; ".join(f"{r.model}: {r.plateau_length} of {r.blocks} blocks ({r.plateau_fraction:.2f} "
                          "of its depth)" for r in phases.itertuples())
-    depths = sorted(set(phases.blocks))
+    has_plateau = phase_verdicts(phases).plateau.to_numpy(dtype=bool)
+    left_out = (f"; left out, no Plateau by C1: {', '.join(phases.model[~has_plateau])}"
+                if not has_plateau.all() else "")
+    judged = phases[has_plateau]
+    depths = sorted(set(judged.blocks))
     if len(depths) < 2:
-        return ClaimCheck("C1b depth lengthens the Plateau", paper, measured, None,
-                          "every model has the same depth")
-    lengths = {d: phases.plateau_length[phases.blocks == d] for d in depths}
+        why = ("only one model" if len(phases) == 1 else "no model has a Plateau by C1"
+               if judged.empty else "every model with a Plateau has the same depth")
+        return ClaimCheck("C1b depth lengthens the Plateau", paper, measured, None, why + left_out)
+    lengths = {d: judged.plateau_length[judged.blocks == d] for d in depths}
     holds = all(lengths[deeper].min() > lengths[shallower].max()
                 for shallower, deeper in zip(depths, depths[1:]))
-    shares = {d: phases.plateau_fraction[phases.blocks == d] for d in depths}
+    shares = {d: judged.plateau_fraction[judged.blocks == d] for d in depths}
 
     def span(values: pd.Series, digits: int = 0) -> str:
         low, high = (f"{v:.{digits}f}" for v in (values.min(), values.max()))
@@ -113,7 +120,7 @@ def check_depth_lengthens_plateau(phases: pd.DataFrame) -> ClaimCheck:
                        for d in depths)
     return ClaimCheck("C1b depth lengthens the Plateau", paper, measured, holds,
                       ("longer in blocks in every deeper model" if holds else
-                       "not longer in blocks in every deeper model") + f" ({reason})")
+                       "not longer in blocks in every deeper model") + f" ({reason}){left_out}")
 
 
 def cliff_beside_paper(per_layer: pd.DataFrame, models: tuple[str, ...] | list[str],
@@ -139,6 +146,29 @@ def cliff_beside_paper(per_layer: pd.DataFrame, models: tuple[str, ...] | list[s
     return table
 
 
+def _span(values: pd.Series) -> str:
+    return f"{values.min():.2f}" + ("" if len(values) == 1 else f" to {values.max():.2f}")
+
+
+def describe_cliff_beside_paper(t3: pd.DataFrame) -> str:
+    """One sentence on :func:`cliff_beside_paper`'s table: in how many models S falls when the PE
+    is added, and how the drop and S(pe), in units of the floor, compare with the paper's."""
+    ours, paper = t3[t3.source == "this build"], t3[t3.source == "paper"]
+    text = (f"S falls when the PE is added in {int((ours['S(raw)'] > ours['S(pe)']).sum())} of "
+            f"{len(ours)} models of this build")
+    if paper.empty:
+        return text + " (the paper reports no model these stand in for)."
+    drop, paper_drop = ours["drop / -floor"], paper["drop / -floor"]
+    size = ("smaller than the paper's" if drop.max() < paper_drop.min() else
+            "larger than the paper's" if drop.min() > paper_drop.max() else
+            "within the paper's range" if drop.min() >= paper_drop.min() and drop.max() <= paper_drop.max()
+            else "overlapping the paper's range")
+    return (text + f". In units of the floor the drop is {_span(drop)} here against "
+            f"{_span(paper_drop)} in the paper, {size}; after the PE, S sits at "
+            f"{_span(ours['S(pe) / floor'])} of the floor here against "
+            f"{_span(paper['S(pe) / floor'])} in the paper (1 = at the floor).")
+
+
 # the two sizes of the Cliff METRICS.md reports: to the PE layer (the PE alone) and to block 1
 CLIFF_MEASURES = {"cliff_drop_pe": "to the PE layer", "cliff_drop_block1": "to block 1"}
 
@@ -150,7 +180,8 @@ def check_pe_drives_cliff(pe_summary: pd.DataFrame, top1_by_alpha: pd.DataFrame,
 
     The ordering across models is tested with both sizes of the Cliff (``CLIFF_MEASURES``): it
     holds only if the Spearman correlation with the ratio is positive for each, so the verdict
-    does not depend on which of the two one picks.
+    does not depend on which of the two one picks. An undefined correlation (one side all tied)
+    is not positive: a Cliff that does not change while the ratio does, does not follow it.
 
     ``pe_summary``: model, pe_dominance_ratio, cliff_drop_pe, cliff_drop_block1.
     ``top1_by_alpha``: model, alpha, top1. ``cliff_by_alpha``: model, alpha, cliff_drop_block1.
@@ -170,11 +201,14 @@ def check_pe_drives_cliff(pe_summary: pd.DataFrame, top1_by_alpha: pd.DataFrame,
         rhos = {label: float(pe_summary[["pe_dominance_ratio", column]].corr(method="spearman").iloc[0, 1])
                 for column, label in CLIFF_MEASURES.items()}
         follows = all(rho > 0 for rho in rhos.values())  # NaN (all tied) is not > 0
+        shown = ", ".join(("undefined (all tied)" if np.isnan(rho) else f"{rho:+.2f}") + f" {label}"
+                          for label, rho in rhos.items())
         measured += (f"across the {len(pe_summary)} models the Cliff "
                      + ("follows" if follows else "does not follow") + " the PE Dominance Ratio "
-                     f"(Spearman rho {', '.join(f'{rho:+.2f} {label}' for label, rho in rhos.items())}"
-                     + ("; with three models rho can only be +-0.5 or +-1, so one swap of two "
-                        "models flips its sign" if len(pe_summary) == 3 else "") + ")")
+                     f"(Spearman rho {shown}"
+                     + ("; with three models rho takes few values (+-0.5 or +-1 without ties), so "
+                        "swapping two models can change its sign" if len(pe_summary) == 3 else "")
+                     + ")")
     else:
         measured += "the Cliff cannot be ranked against the PE Dominance Ratio with fewer than 3 models"
     parts = (("the Cliff grows with alpha", all(grows)), ("removing PE lowers top-1", all(costs)),
@@ -192,22 +226,50 @@ def pe_scaling_table(top1_by_alpha: pd.DataFrame, cliff_by_alpha: pd.DataFrame) 
 
 
 def stronger_pe_effect(scaling: pd.DataFrame) -> pd.DataFrame:
-    """Per model (rows of :func:`pe_scaling_table`): the alpha with the best top-1, and what the
-    largest alpha above 1 (a PE stronger than trained) does to the Cliff to block 1 and to top-1,
-    against alpha = 1. NaN where no alpha above 1 was run."""
+    """Per model (rows of :func:`pe_scaling_table`): whether top-1 is highest at the trained
+    strength alpha = 1 (ties count; NaN without alpha = 1), and what the largest alpha above 1
+    (a PE stronger than trained) does to the Cliff to block 1 and to top-1, against alpha = 1
+    (NaN without alpha = 1 or without an alpha above 1)."""
     rows = []
     for model, frame in scaling.groupby("model", sort=False):
         frame = frame.set_index("alpha").sort_index()
         trained = frame.loc[1.0] if 1.0 in frame.index else None
         above = frame[frame.index > 1.0]
         strongest = above.iloc[-1] if len(above) and trained is not None else None
-        rows.append({"model": model, "best_alpha": float(frame.top1.idxmax()),
+        rows.append({"model": model,
+                     "trained_is_best": (bool(trained.top1 >= frame.top1.max())
+                                         if trained is not None else np.nan),
                      "strongest_alpha": float(above.index[-1]) if strongest is not None else np.nan,
                      "cliff_change": (float(strongest.cliff_drop_block1 - trained.cliff_drop_block1)
                                       if strongest is not None else np.nan),
                      "top1_change": (float(strongest.top1 - trained.top1)
                                      if strongest is not None else np.nan)})
     return pd.DataFrame(rows)
+
+
+def describe_stronger_pe(effect: pd.DataFrame) -> str:
+    """Markdown sentences on :func:`stronger_pe_effect`: where top-1 peaks, and what a PE
+    stronger than trained does, with a conclusion drawn only from what was measured."""
+    with_trained = effect.dropna(subset=["trained_is_best"])
+    if with_trained.empty:
+        return "No model was run at $\\alpha = 1$, so the trained strength is not compared here."
+    text = (f"Top-1 is highest at the trained strength ($\\alpha = 1$) in "
+            f"{int(with_trained.trained_is_best.astype(bool).sum())} of {len(with_trained)} models.")
+    tested = effect.dropna(subset=["strongest_alpha"])
+    if tested.empty:
+        return text + " No $\\alpha$ above 1 was run, so a PE stronger than trained is not tested here."
+    n, larger, lower = len(tested), int((tested.cliff_change > 0).sum()), int((tested.top1_change < 0).sum())
+    text += (f" At the largest $\\alpha$ above 1 the Cliff to block 1 is larger than at "
+             f"$\\alpha = 1$ in {larger} of {n} models and top-1 is lower in {lower} of {n} ("
+             + "; ".join(f"{r.model}: alpha {r.strongest_alpha:g}, Cliff {r.cliff_change:+.4f}, "
+                         f"top-1 {r.top1_change:+.2f} points" for r in tested.itertuples()) + "). ")
+    if larger == n and lower == n:
+        return text + ("So in this build decorrelating more than the model was trained to costs "
+                       "accuracy in every model: decorrelation helps up to the trained strength, "
+                       "not beyond.")
+    costs = ("costs accuracy in every model" if lower == n else
+             "does not cost accuracy" if lower == 0 else f"costs accuracy in {lower} of {n} models")
+    return text + f"So in this build a PE stronger than trained {costs}."
 
 
 def _parts_reason(parts: tuple[tuple[str, bool], ...]) -> str:
@@ -280,7 +342,11 @@ def check_cls_marginalization(landmarks: pd.DataFrame, top1: pd.DataFrame,
     landmarks = landmarks[landmarks.ccc_first.notna()]
     falls = landmarks.ccc_last < landmarks.ccc_first
     marginal = ~landmarks.incomplete_marginalization
-    climbing = landmarks.model.map(climbs).fillna(False).astype(bool)
+    climbing = climbs.reindex(landmarks.model)
+    if climbing.isna().any():
+        raise ValueError(f"climbs has no verdict for {list(landmarks.model[climbing.isna().to_numpy()])}: "
+                         "pass phase_verdicts(phases).set_index('model').climb")
+    climbing = pd.Series(climbing.to_numpy(dtype=bool), index=landmarks.index)
     rises = landmarks.aci_climb_mean > landmarks.aci_plateau_mean
     consensus = bool(rises[climbing].all()) if climbing.any() else None
     merged = landmarks.merge(top1, on="model")
