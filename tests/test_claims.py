@@ -87,6 +87,35 @@ def test_c2_ordering_is_not_tested_with_two_models_and_says_so():
     check = claims.check_pe_drives_cliff(summary, top1, cliff)
     assert check.holds is True
     assert "cannot be ranked against the PE Dominance Ratio with fewer than 3 models" in check.measured
+    assert check.reason == ("met: the Cliff grows with alpha, removing PE lowers top-1; not "
+                            "testable: the Cliff (to the PE layer and to block 1) follows the PE "
+                            "Dominance Ratio across models (fewer than 3 models)")
+
+
+def test_c2_without_alpha_0_or_1_does_not_count_against_removing_pe():
+    summary, top1, cliff = _c2_tables(50.0)
+    top1 = top1[top1.alpha != 0.0]  # a run of pe_alphas [1, 2]: removing PE was not tried
+    check = claims.check_pe_drives_cliff(summary, top1, cliff)
+    assert check.holds is True
+    assert "removing PE lowers top-1 (not testable in any model)" in check.measured
+    assert check.reason.endswith("; not testable: removing PE lowers top-1 (no run at both "
+                                 "alpha = 0 and 1)")
+    summary, top1, cliff = _c2_tables(95.0)
+    top1 = top1[~((top1.model == "s") & (top1.alpha == 1.0))]  # s untestable, b and l fail
+    check = claims.check_pe_drives_cliff(summary, top1, cliff)
+    assert check.holds is False
+    assert "removing PE lowers top-1 in 0/2 models (not testable in s)" in check.measured
+
+
+def test_c2_with_one_alpha_and_two_models_cannot_be_tested():
+    summary, top1, cliff = _c2_tables(50.0)
+    summary = summary[summary.model != "l"]
+    top1, cliff = top1[top1.alpha == 1.0], cliff[cliff.alpha == 1.0]
+    check = claims.check_pe_drives_cliff(summary, top1, cliff)
+    assert check.holds is None
+    assert check.reason.startswith("not testable: the Cliff grows with alpha (fewer than two "
+                                   "alphas), ")
+    assert check.as_row()["holds here?"] == "not testable"
 
 
 def _scaling(curves):
@@ -373,6 +402,13 @@ def _c3_inputs(first=None, last=None, plateau_aci=None, climb_aci=None, top1=Non
             pd.Series(True, index=list(models)) if climbs is None else climbs)
 
 
+def test_c3_ranking_is_not_testable_with_two_models_and_says_so():
+    check = claims.check_cls_marginalization(*_c3_inputs(models=("s", "b")))
+    assert check.holds is True
+    assert check.reason == ("met: CCC falls, CCC <= 0.01 at the end, ACI rises in the Climb; not "
+                            "testable: better model marginalises more (fewer than 3 models)")
+
+
 def test_c3_holds_when_every_part_holds():
     check = claims.check_cls_marginalization(*_c3_inputs())
     assert check.holds is True and check.reason == "every part holds"
@@ -439,8 +475,9 @@ def test_c3_aci_part_is_not_testable_without_any_climb_and_the_reason_says_so():
     climbs = pd.Series(False, index=list(C3_MODELS))
     check = claims.check_cls_marginalization(*_c3_inputs(climb_aci={"l": 0.1}, climbs=climbs))
     assert check.holds is True
-    assert check.reason == ("every part holds; not testable: ACI rises in the Climb (no model has "
-                            "a Climb by C1's criteria)")
+    assert check.reason == ("met: CCC falls, CCC <= 0.01 at the end, better model marginalises "
+                            "more; not testable: ACI rises in the Climb (no model has a Climb by "
+                            "C1's criteria)")
     check = claims.check_cls_marginalization(*_c3_inputs(last={"s": 0.03}, climbs=climbs))
     assert check.holds is False
     assert check.reason.startswith("not met: CCC <= 0.01 at the end; met: ")
@@ -723,3 +760,13 @@ def test_c5b_from_probe_tables():
     assert check.holds is True and "offset +10 blocks" in check.measured  # 19 - 9
     never = pd.concat([probes[probes.model != "l"], _probes("l", cls=[10] * 24, head=80)])
     assert claims.check_tradeoff_offset(claims.tradeoff_layers(never), ("s", "b", "l")).holds is None
+
+
+@pytest.mark.parametrize("values, digits, between, text", [
+    ([0.1, 0.2], 2, " to ", "0.10 to 0.20"),
+    ([0.301, 0.299], 2, " to ", "0.30"),      # both ends print alike: one value
+    ([9, 10, 10], 0, "-", "9-10"),
+    ([14], 0, "-", "14"),
+])
+def test_span_prints_a_range_or_one_value(values, digits, between, text):
+    assert claims._span(pd.Series(values), digits, between) == text

@@ -89,6 +89,12 @@ def check_phases(phases: pd.DataFrame) -> ClaimCheck:
                       "; ".join(parts), holds, reason)
 
 
+def _span(values: pd.Series, digits: int = 2, between: str = " to ") -> str:
+    """'0.10 to 0.20' (or '9-10' with ``between='-'``); one value where both ends print alike."""
+    low, high = (f"{v:.{digits}f}" for v in (values.min(), values.max()))
+    return low if low == high else f"{low}{between}{high}"
+
+
 def check_depth_lengthens_plateau(phases: pd.DataFrame) -> ClaimCheck:
     """C1 (second part): depth mostly lengthens the Plateau. Judged on the models that have a
     Plateau by C1's criteria (:func:`phase_verdicts`; elsewhere the segmentation's middle piece
@@ -111,13 +117,9 @@ def check_depth_lengthens_plateau(phases: pd.DataFrame) -> ClaimCheck:
     holds = all(lengths[deeper].min() > lengths[shallower].max()
                 for shallower, deeper in zip(depths, depths[1:]))
     shares = {d: judged.plateau_fraction[judged.blocks == d] for d in depths}
-
-    def span(values: pd.Series, digits: int = 0) -> str:
-        low, high = (f"{v:.{digits}f}" for v in (values.min(), values.max()))
-        return low if low == high else f"{low}-{high}"
-    reason = "; ".join(f"{d} blocks: Plateau {span(lengths[d])} block"
-                       f"{'' if span(lengths[d]) == '1' else 's'}, {span(shares[d], 2)} of the depth"
-                       for d in depths)
+    reason = "; ".join(f"{d} blocks: Plateau {_span(lengths[d], 0, '-')} block"
+                       f"{'' if _span(lengths[d], 0) == '1' else 's'}, {_span(shares[d], 2, '-')} "
+                       "of the depth" for d in depths)
     return ClaimCheck("C1b depth lengthens the Plateau", paper, measured, holds,
                       ("longer in blocks in every deeper model" if holds else
                        "not longer in blocks in every deeper model") + f" ({reason}){left_out}")
@@ -144,10 +146,6 @@ def cliff_beside_paper(per_layer: pd.DataFrame, models: tuple[str, ...] | list[s
     table["drop / -floor"] = (table["S(raw)"] - table["S(pe)"]) / table.floor.abs()
     table["S(pe) / floor"] = table["S(pe)"] / table.floor
     return table
-
-
-def _span(values: pd.Series) -> str:
-    return f"{values.min():.2f}" + ("" if len(values) == 1 else f" to {values.max():.2f}")
 
 
 def describe_cliff_beside_paper(t3: pd.DataFrame) -> str:
@@ -186,16 +184,16 @@ def check_pe_drives_cliff(pe_summary: pd.DataFrame, top1_by_alpha: pd.DataFrame,
     ``pe_summary``: model, pe_dominance_ratio, cliff_drop_pe, cliff_drop_block1.
     ``top1_by_alpha``: model, alpha, top1. ``cliff_by_alpha``: model, alpha, cliff_drop_block1.
     """
-    grows = []
+    grows = {}  # per model: True / False, None with fewer than two alphas
     for model, frame in cliff_by_alpha.groupby("model", sort=False):
-        frame = frame.sort_values("alpha")
-        grows.append(bool(frame.cliff_drop_block1.iloc[-1] > frame.cliff_drop_block1.iloc[0]))
-    costs = []
+        cliff = frame.sort_values("alpha").cliff_drop_block1
+        grows[model] = bool(cliff.iloc[-1] > cliff.iloc[0]) if len(cliff) >= 2 else None
+    costs = {}  # per model: True / False, None without a run at both alpha = 0 and alpha = 1
     for model, frame in top1_by_alpha.groupby("model", sort=False):
         at = frame.set_index("alpha").top1
-        costs.append(bool(at.get(0.0, np.nan) < at.get(1.0, np.nan)))
-    measured = (f"Cliff grows with alpha in {sum(grows)}/{len(grows)} models; removing PE lowers "
-                f"top-1 in {sum(costs)}/{len(costs)}; ")
+        costs[model] = bool(at[0.0] < at[1.0]) if {0.0, 1.0} <= set(at.index) else None
+    measured = (f"Cliff grows with alpha {_count(grows)}; removing PE lowers top-1 "
+                f"{_count(costs)}; ")
     follows = None
     if len(pe_summary) >= 3:
         rhos = {label: float(pe_summary[["pe_dominance_ratio", column]].corr(method="spearman").iloc[0, 1])
@@ -211,12 +209,34 @@ def check_pe_drives_cliff(pe_summary: pd.DataFrame, top1_by_alpha: pd.DataFrame,
                      + ")")
     else:
         measured += "the Cliff cannot be ranked against the PE Dominance Ratio with fewer than 3 models"
-    parts = (("the Cliff grows with alpha", all(grows)), ("removing PE lowers top-1", all(costs)),
+    parts = ((_untestable_if("the Cliff grows with alpha", grows, "fewer than two alphas"),
+              _all_of(grows.values())),
+             (_untestable_if("removing PE lowers top-1", costs, "no run at both alpha = 0 and 1"),
+              _all_of(costs.values())),
              ("the Cliff (to the PE layer and to block 1) follows the PE Dominance Ratio across "
-              "models", follows is not False))
-    holds = all(ok for _, ok in parts)
+              "models" + (" (fewer than 3 models)" if follows is None else ""), follows))
     return ClaimCheck("C2 PE drives the Cliff", "Cliff size follows the PE Dominance Ratio; PE "
-                      "scaling changes top-1", measured, holds, _parts_reason(parts))
+                      "scaling changes top-1", measured, _holds(parts), _parts_reason(parts))
+
+
+def _count(per_model: dict[str, bool | None]) -> str:
+    """'in 2/3 models', naming the models where the part could not be tested."""
+    tested = {model: ok for model, ok in per_model.items() if ok is not None}
+    untested = [model for model, ok in per_model.items() if ok is None]
+    if not tested:
+        return "(not testable in any model)"
+    return (f"in {sum(tested.values())}/{len(tested)} models"
+            + (f" (not testable in {', '.join(untested)})" if untested else ""))
+
+
+def _all_of(values) -> bool | None:
+    """A part over models: False if it fails in any, None if it can be tested in none."""
+    known = [ok for ok in values if ok is not None]
+    return None if not known else all(known)
+
+
+def _untestable_if(name: str, per_model: dict[str, bool | None], why: str) -> str:
+    return name + (f" ({why})" if _all_of(per_model.values()) is None else "")
 
 
 def pe_scaling_table(top1_by_alpha: pd.DataFrame, cliff_by_alpha: pd.DataFrame) -> pd.DataFrame:
@@ -272,14 +292,19 @@ def describe_stronger_pe(effect: pd.DataFrame) -> str:
     return text + f"So in this build a PE stronger than trained {costs}."
 
 
-def _parts_reason(parts: tuple[tuple[str, bool], ...]) -> str:
-    """'every part holds', or which parts are not met and which are, for a claim tested in parts
-    (each part named by what it requires)."""
-    failed = [name for name, ok in parts if not ok]
-    if not failed:
+def _parts_reason(parts: tuple[tuple[str, bool | None], ...]) -> str:
+    """'every part holds', or which parts are not met, which are, and which could not be tested
+    (ok None), for a claim tested in parts (each part named by what it requires)."""
+    groups = (("not met", False), ("met", True), ("not testable", None))
+    named = [(label, [name for name, ok in parts if ok is value]) for label, value in groups]
+    if all(ok is True for _, ok in parts):
         return "every part holds"
-    held = [name for name, ok in parts if ok]
-    return "not met: " + ", ".join(failed) + ("; met: " + ", ".join(held) if held else "")
+    return "; ".join(f"{label}: {', '.join(names)}" for label, names in named if names)
+
+
+def _holds(parts: tuple[tuple[str, bool | None], ...]) -> bool | None:
+    """A claim tested in parts holds when no part fails and at least one could be tested."""
+    return _all_of(ok for _, ok in parts)
 
 
 def _phase_blocks(phases_row, blocks: int) -> tuple[list[int], list[int]]:
@@ -366,12 +391,12 @@ def check_cls_marginalization(landmarks: pd.DataFrame, top1: pd.DataFrame,
                      "; the more accurate model does not end with the lower CCC")
     threshold = PAPER["cls_centrality_failure_threshold"]
     parts = (("CCC falls", bool(falls.all())), (f"CCC <= {threshold} at the end", bool(marginal.all())),
-             *((("ACI rises in the Climb", consensus),) if consensus is not None else ()),
-             ("better model marginalises more", ranked is not False))
-    holds = all(ok for _, ok in parts)
-    reason = _parts_reason(parts)
-    if consensus is None:
-        reason += "; not testable: ACI rises in the Climb (no model has a Climb by C1's criteria)"
+             ("ACI rises in the Climb" + (" (no model has a Climb by C1's criteria)"
+                                          if consensus is None else ""), consensus),
+             ("better model marginalises more" + ((" (fewer than 3 models)" if len(merged) < 3 else
+                                                   " (top-1 or the final CCC all tied)")
+                                                  if ranked is None else ""), ranked))
+    holds, reason = _holds(parts), _parts_reason(parts)
     first, last = PAPER["cls_centrality_vit_b"]
     tokens = PAPER["tokens_vit_b"]
     return ClaimCheck("C3 CLS marginalisation and consensus",
