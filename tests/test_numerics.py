@@ -1,5 +1,6 @@
 """Portable numerics (vitphase_lib.numerics, scripts/portable.sh): training gives the same bits
-whichever kernels the CPU would offer, so nbval's recorded smoke outputs hold on any CI host."""
+whichever kernels MKL and oneDNN are told to use (another CPU vendor can still differ: the smoke
+profile's tiny zoo is shipped for that reason, see vitphase_lib.zoo)."""
 from __future__ import annotations
 
 import os

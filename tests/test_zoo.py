@@ -137,8 +137,8 @@ def test_idle_training_time_is_epochs_times_the_fastest_complete_epoch():
 
 
 # --------------------------------------------------------------------------- the shipped zoo
-# These read the checkpoints committed in zoo/ (the default profile's models); every other test
-# uses the tiny zoo trained in seconds.
+# These read the checkpoints committed in zoo/ (the default profile's models) and zoo/tiny/ (the
+# smoke profile's tiny zoo, which most other tests load).
 SHIPPED_MODELS = ("mini-s", "mini-b", "mini-l")
 MAX_SHIPPED_MB = 40.0
 MIN_TOP1 = 88.0
@@ -182,3 +182,50 @@ def test_shipped_models_finished_their_recipe_and_reach_the_target(shipped):
         assert entry["test_top1"] == entry["snapshots"][-1]["test_top1"] >= MIN_TOP1, name
         assert len(entry["log"]) == entry["epochs"] == ZOO_TRAINING[name].epochs, name
         assert entry["idle_train_seconds_estimate"] > 0, name
+
+
+def test_shipped_tiny_zoo_is_the_smoke_profiles_and_loads_without_training(isolated_cache):
+    """The smoke chapters load the tiny zoo from zoo/tiny/ (sha256-checked), never train it: the
+    numbers nbval compares must not depend on the CPU that would have trained it."""
+    from vitphase_lib.loading import load_zoo_model
+    from vitphase_lib.models import TINY_ZOO
+    from vitphase_lib.zoo import SHIPPED_ZOO_DIR, shipped_dir, shipped_manifest, total_steps, verify
+    directory = SHIPPED_ZOO_DIR / "tiny"
+    manifest = shipped_manifest(directory)
+    assert sorted(manifest["models"]) == sorted(TINY_ZOO)
+    assert verify(directory) == []
+    assert {p.name for p in directory.glob("*.safetensors")} == {
+        s["file"] for entry in manifest["models"].values() for s in entry["snapshots"]}
+    for name, entry in manifest["models"].items():
+        assert shipped_dir(name) == directory
+        assert entry["config"] == json.loads(json.dumps(ALL_MINI_CONFIGS[name].to_dict())), name
+        assert entry["train"] == json.loads(json.dumps(ZOO_TRAINING[name].to_dict())), name
+        assert entry["steps_done"] == total_steps(name) and entry["numerics"] == "portable", name
+    loaded = load_zoo_model("tiny-l")
+    assert loaded.source == ("shipped checkpoint zoo/tiny/tiny-l-step000141.safetensors "
+                             "(100% of training)")
+    assert not training_dir("tiny-l").exists()
+
+
+def test_ship_sends_each_model_to_its_folder_and_verify_checks_both(monkeypatch, tmp_path):
+    """`vitphase zoo ship` on a finished run: tiny models go to zoo/tiny/, with the manifest that
+    loading and `vitphase zoo verify` read."""
+    from vitphase_lib import zoo
+    from vitphase_lib.data import synthetic_images
+    from vitphase_lib.train import Trainer
+    monkeypatch.setenv("VITPHASE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(zoo, "SHIPPED_ZOO_DIR", tmp_path / "zoo")
+    quick = replace(ZOO_TRAINING["tiny-s"], epochs=1, n_train=64, n_test=16, batch_size=32)
+    monkeypatch.setitem(ZOO_TRAINING, "tiny-s", quick)
+    train = synthetic_images(n=64, num_classes=10, seed=0, size=28)
+    monkeypatch.setattr("vitphase_lib.data.load_fashion_mnist", lambda split: train)
+    Trainer(ALL_MINI_CONFIGS["tiny-s"], ZOO_TRAINING["tiny-s"], train, train,
+            training_dir("tiny-s"), progress=False).run()
+    entries = zoo.ship(["tiny-s"])["models"]
+    assert (tmp_path / "zoo" / "tiny" / entries["tiny-s"]["snapshots"][-1]["file"]).is_file()
+    assert entries["tiny-s"]["steps_done"] == 2
+    assert entries["tiny-s"]["numerics"] in ("portable", "native")
+    missing = tmp_path / "zoo" / "manifest.json"
+    assert zoo.verify() == [f"{missing} does not exist: no zoo is shipped"]
+    (tmp_path / "zoo" / "tiny" / entries["tiny-s"]["snapshots"][-1]["file"]).write_bytes(b"broken")
+    assert "truncated or altered" in zoo.verify(tmp_path / "zoo" / "tiny")[0]

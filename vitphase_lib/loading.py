@@ -2,15 +2,16 @@
 timm ViT (``vit_base_patch16_224.augreg2_in21k_ft_in1k``...), with a fingerprint for caching."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .io import sha256_file
-from .models import ALL_MINI_CONFIGS, TINY_ZOO, check_vit
-from .zoo import (SHIPPED_ZOO_DIR, CheckpointError, ZOO_TRAINING, load_weights_file,
-                  shipped_manifest, total_steps, training_dir)
+from .models import ALL_MINI_CONFIGS, check_vit
+from .zoo import (REPO_ROOT, CheckpointError, load_weights_file, shipped_dir, shipped_manifest,
+                  total_steps, training_dir)
 
 
 class UnknownModelError(ValueError):
@@ -28,18 +29,18 @@ class LoadedModel:
 
 def load_zoo_model(name: str, snapshot: str = "final") -> LoadedModel:
     """A zoo model: the shipped checkpoint (sha256-verified) when there is one, else the newest
-    checkpoint of the local training run (tiny models are trained on demand, in seconds)."""
+    checkpoint of the local training run."""
     config = ALL_MINI_CONFIGS[name]
-    shipped = shipped_manifest()["models"].get(name)
+    folder = shipped_dir(name)
+    shipped = shipped_manifest(folder)["models"].get(name)
     if shipped is not None:
         entry = _pick_snapshot(shipped["snapshots"], snapshot, name)
-        path = SHIPPED_ZOO_DIR / entry["file"]
+        path = folder / entry["file"]
         model = load_weights_file(path, config, expected_sha256=entry["sha256"])
         return LoadedModel(name, model, entry["sha256"],
-                           f"shipped checkpoint zoo/{entry['file']} ({entry['fraction']:.0%} of training)", "zoo")
+                           f"shipped checkpoint {os.path.relpath(path, REPO_ROOT)} "
+                           f"({entry['fraction']:.0%} of training)", "zoo")
     run_dir = training_dir(name)
-    if name in TINY_ZOO:
-        _train_tiny(name)
     snapshots = sorted(run_dir.glob(f"{name}-step*.safetensors"))
     if not snapshots:
         raise CheckpointError(
@@ -70,15 +71,6 @@ def _match_local(paths: list[Path], which: str, name: str) -> Path:
         if path.stem.endswith(f"step{int(which):06d}"):
             return path
     raise CheckpointError(f"{name} has no local snapshot at step {which}")
-
-
-def _train_tiny(name: str) -> None:
-    from .data import load_fashion_mnist
-    from .train import Trainer
-    trainer = Trainer(ALL_MINI_CONFIGS[name], ZOO_TRAINING[name], load_fashion_mnist("train"),
-                      load_fashion_mnist("test"), training_dir(name), progress=False,
-                      restart_if_changed=True)
-    trainer.run()
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".npz")

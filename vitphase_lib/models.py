@@ -47,7 +47,7 @@ MINI_ZOO: dict[str, MiniViTConfig] = {
     "mini-l": MiniViTConfig("mini-l", depth=24, width=96, heads=8),
 }
 
-# The smoke profile's zoo: same shapes in miniature, trained in seconds.
+# The smoke profile's zoo: same shapes in miniature, trained in seconds, shipped in zoo/tiny/.
 TINY_ZOO: dict[str, MiniViTConfig] = {
     "tiny-s": MiniViTConfig("tiny-s", depth=3, width=16, heads=2),
     "tiny-b": MiniViTConfig("tiny-b", depth=3, width=32, heads=4),

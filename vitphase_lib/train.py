@@ -131,7 +131,7 @@ class Trainer:
 
     def __init__(self, model_config: MiniViTConfig, train_config: TrainConfig,
                  train_set: ImageSet, test_set: ImageSet, run_dir: str | Path,
-                 progress: bool = True, restart_if_changed: bool = False):
+                 progress: bool = True):
         self.model_config = model_config
         self.config = train_config
         self.train_set = train_set if train_config.n_train is None else train_set.subset(
@@ -140,7 +140,6 @@ class Trainer:
             torch.arange(train_config.n_test))
         self.run_dir = Path(run_dir)
         self.progress = progress
-        self.restart_if_changed = restart_if_changed  # for caches (tiny zoo): retrain, don't fail
         self.steps_per_epoch = math.ceil(len(self.train_set) / train_config.batch_size)
         self.total_steps = self.steps_per_epoch * train_config.epochs
         self.warmup_steps = max(1, round(train_config.warmup_epochs * self.steps_per_epoch))
@@ -166,10 +165,6 @@ class Trainer:
         state = TrainState()
         if self.state_path.exists():
             saved = torch.load(self.state_path, map_location="cpu", weights_only=False)
-            if saved["fingerprint"] != self._fingerprint() and self.restart_if_changed:
-                for stale in self.run_dir.iterdir():
-                    stale.unlink()
-                return model, optimizer, state
             if saved["fingerprint"] != self._fingerprint():
                 raise RuntimeError(
                     f"{self.state_path} belongs to a different configuration; delete "

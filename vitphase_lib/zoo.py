@@ -1,4 +1,11 @@
-"""The shipped mini zoo: where its checkpoints live, how they are trained, verified and loaded."""
+"""The shipped zoo: where its checkpoints live, how they are trained, verified and loaded.
+
+The default profile's mini zoo is shipped in ``zoo/``, the smoke profile's tiny zoo in
+``zoo/tiny/``, each folder with its own ``manifest.json``. The tiny zoo trains in seconds, but it
+is shipped all the same: training amplifies last-bit differences between CPUs that portable
+numerics do not remove everywhere (tiny-l reached 35.3% top-1 on one machine and 35.5% on an AMD
+EPYC, under ``scripts/portable.sh`` both times), and the smoke chapters nbval compares must not
+depend on the machine CI runs on. The analyses of fixed weights do not drift that way."""
 from __future__ import annotations
 
 import json
@@ -10,12 +17,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .io import sha256_file
-from .models import ALL_MINI_CONFIGS, MiniViTConfig, build_mini_vit
+from .models import ALL_MINI_CONFIGS, TINY_ZOO, MiniViTConfig, build_mini_vit
 from .numerics import portable_requested
 from .train import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_ZOO_DIR = REPO_ROOT / "zoo"
+
+
+def shipped_dir(name: str) -> Path:
+    """Where a zoo model is shipped: ``zoo/tiny/`` for the smoke profile's tiny zoo, else
+    ``zoo/``."""
+    return SHIPPED_ZOO_DIR / "tiny" if name in TINY_ZOO else SHIPPED_ZOO_DIR
 
 
 class CheckpointError(RuntimeError):
@@ -24,8 +37,8 @@ class CheckpointError(RuntimeError):
 
 def cache_root() -> Path:
     """Training state and cached results. Runs with portable numerics (``make test``) keep theirs
-    in a subfolder: their tiny zoo and tables differ in the last bits from a normal run's, and
-    neither may be read as the other's."""
+    in a subfolder: their tables (and training runs) differ in the last bits from a normal run's,
+    and neither may be read as the other's."""
     root = Path(os.environ.get("VITPHASE_CACHE", Path.home() / ".cache" / "vitphase"))
     return root / "portable-numerics" if portable_requested() else root
 
@@ -100,7 +113,7 @@ def training_record(name: str) -> dict:
     """What is known of a zoo model's training: config, recipe, per-epoch log and snapshots
     (each with the test top-1 measured on the stored weights), from the shipped manifest or, when
     the model is not shipped, from its local training run."""
-    shipped = shipped_manifest()["models"].get(name)
+    shipped = shipped_manifest(shipped_dir(name))["models"].get(name)
     if shipped is not None:
         return {**shipped, "origin": "shipped"}
     state_path = training_dir(name) / "state.pt"
@@ -110,8 +123,15 @@ def training_record(name: str) -> dict:
     return {**_local_record(name), "origin": "local"}
 
 
-def ship(names: list[str], target: Path = SHIPPED_ZOO_DIR) -> dict:
-    """Copy finished training runs' snapshots into ``zoo/`` and write ``zoo/manifest.json``."""
+def ship(names: list[str], target: Path | None = None) -> dict:
+    """Copy finished training runs' snapshots into ``target`` (by default each model's
+    :func:`shipped_dir`) and write the folder's ``manifest.json``; returns the models' entries."""
+    if target is None:
+        entries = {}
+        for folder in dict.fromkeys(shipped_dir(name) for name in names):
+            group = [name for name in names if shipped_dir(name) == folder]
+            entries.update(ship(group, folder)["models"])
+        return {"models": entries}
     import shutil
 
     from .data import load_fashion_mnist
@@ -140,7 +160,9 @@ def ship(names: list[str], target: Path = SHIPPED_ZOO_DIR) -> dict:
             "log": record["log"],
             "snapshots": [{k: s[k] for k in ("step", "epoch", "fraction", "file", "test_top1", "sha256")}
                           for s in record["snapshots"]],
-            "steps_done": record["steps_done"]}
+            "steps_done": record["steps_done"],
+            # how the training's kernels were pinned (README, 'Portable numerics')
+            "numerics": "portable" if portable_requested() else "native"}
     atomic_write_json(manifest, target / "manifest.json")
     return manifest
 
@@ -152,8 +174,11 @@ def _local_record(name: str) -> dict:
             "train_seconds": state["train_seconds"]}
 
 
-def verify(target: Path = SHIPPED_ZOO_DIR) -> list[str]:
-    """Check every shipped file against the manifest; returns the problems found."""
+def verify(target: Path | None = None) -> list[str]:
+    """Check every shipped file against its manifest (by default in ``zoo/`` and ``zoo/tiny/``);
+    returns the problems found."""
+    if target is None:
+        return verify(SHIPPED_ZOO_DIR) + verify(SHIPPED_ZOO_DIR / "tiny")
     manifest_path = target / "manifest.json"
     if not manifest_path.is_file():
         return [f"{manifest_path} does not exist: no zoo is shipped"]
