@@ -20,7 +20,7 @@ notebooks: setup
 	$(VENV)/vitphase notebooks
 
 ## test: unit tests and the nbval regression of the smoke-profile chapters, with portable numerics
-## (scripts/portable.sh: the same bits on any x86-64 CPU with AVX2, so CI's numbers do not depend on its host)
+## (scripts/portable.sh: one code path per numeric library: CI's numbers do not depend on its host)
 test: setup
 	bash scripts/portable.sh $(VENV)/python -m pytest tests --nbval-lax --nbval-current-env -p no:cacheprovider --durations=15
 

@@ -54,7 +54,7 @@ for c in checks:
 # %%
 configs = ([ALL_MINI_CONFIGS[m] for m in study.models]
            if all(m in ALL_MINI_CONFIGS for m in study.models) else [])
-held = [c.claim for c in checks if c.holds]
+held = [c.claim + (" (where testable)" if c.partly_untested else "") for c in checks if c.holds]
 failed = [c.claim for c in checks if c.holds is False]
 untested = [c.claim for c in checks if c.holds is None]
 display(Markdown(

@@ -87,6 +87,7 @@ def test_c2_ordering_is_not_tested_with_two_models_and_says_so():
     check = claims.check_pe_drives_cliff(summary, top1, cliff)
     assert check.holds is True
     assert "cannot be ranked against the PE Dominance Ratio with fewer than 3 models" in check.measured
+    assert check.partly_untested and check.as_row()["holds here?"] == "yes, where testable"
     assert check.reason == ("met: the Cliff grows with alpha, removing PE lowers top-1; not "
                             "testable: the Cliff (to the PE layer and to block 1) follows the PE "
                             "Dominance Ratio across models (fewer than 3 models)")
@@ -407,6 +408,14 @@ def test_c3_ranking_is_not_testable_with_two_models_and_says_so():
     assert check.holds is True
     assert check.reason == ("met: CCC falls, CCC <= 0.01 at the end, ACI rises in the Climb; not "
                             "testable: better model marginalises more (fewer than 3 models)")
+
+
+def test_c3_ranking_is_not_testable_when_top1_ties():
+    check = claims.check_cls_marginalization(*_c3_inputs(top1={"s": 80.0, "b": 80.0, "l": 80.0}))
+    assert check.holds is True and check.as_row()["holds here?"] == "yes, where testable"
+    assert check.reason.endswith("; not testable: better model marginalises more (top-1 or the "
+                                 "final CCC all tied: no ranking)")
+    assert "the more accurate model" not in check.measured
 
 
 def test_c3_holds_when_every_part_holds():

@@ -146,7 +146,7 @@ def test_torchrun_analyse_writes_the_cache_of_one_process(tmp_path, monkeypatch)
     monkeypatch.setenv("VITPHASE_CACHE", str(tmp_path))
     from vitphase_lib.zoo import cache_root
     root = cache_root()  # tmp_path, or its portable-numerics folder under `make test`
-    shutil.move(root / "results", root / "results-single")  # the tiny zoo stays: no retraining
+    shutil.move(root / "results", root / "results-single")  # only the results are recomputed
     parallel = subprocess.run([str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node", "2",
                                "-m", "vitphase_lib.cli", *args], env=env, capture_output=True, text=True)
     assert parallel.returncode == 0, parallel.stderr[-3000:]

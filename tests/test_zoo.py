@@ -115,7 +115,7 @@ def test_training_state_lives_in_the_cache(isolated_cache, monkeypatch):
 
 
 def test_portable_numerics_keep_their_own_cache(isolated_cache, monkeypatch):
-    """A tiny zoo trained with portable numerics (make test) is not another run's tiny zoo."""
+    """Training runs and results made with portable numerics (make test) are not another run's."""
     monkeypatch.setenv("VITPHASE_PORTABLE_NUMERICS", "1")
     assert training_dir("tiny-s") == isolated_cache / "portable-numerics" / "zoo-training" / "tiny-s"
     from vitphase_lib.results import results_root
@@ -229,3 +229,12 @@ def test_ship_sends_each_model_to_its_folder_and_verify_checks_both(monkeypatch,
     assert zoo.verify() == [f"{missing} does not exist: no zoo is shipped"]
     (tmp_path / "zoo" / "tiny" / entries["tiny-s"]["snapshots"][-1]["file"]).write_bytes(b"broken")
     assert "truncated or altered" in zoo.verify(tmp_path / "zoo" / "tiny")[0]
+
+
+def test_ship_without_a_training_run_says_how_to_make_one(monkeypatch, tmp_path):
+    from vitphase_lib import zoo
+    monkeypatch.setenv("VITPHASE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(CheckpointError, match="tiny-b has no training run") as info:
+        zoo.ship(["tiny-b"], tmp_path / "zoo")
+    assert "bash scripts/portable.sh" in str(info.value)
+    assert not (tmp_path / "zoo" / "manifest.json").exists()

@@ -41,11 +41,17 @@ class ClaimCheck:
     measured: str
     holds: bool | None  # None: cannot be tested with this build's data
     reason: str
+    partly_untested: bool = False  # holds in the parts that could be tested, others could not be
+
+    @property
+    def verdict(self) -> str:
+        if self.holds and self.partly_untested:
+            return "yes, where testable"
+        return {True: "yes", False: "no", None: "not testable"}[self.holds]
 
     def as_row(self) -> dict:
         return {"claim": self.claim, "paper says": self.paper, "this build measured": self.measured,
-                "holds here?": {True: "yes", False: "no", None: "not testable"}[self.holds],
-                "why": self.reason}
+                "holds here?": self.verdict, "why": self.reason}
 
 
 # [CLS] counts as a hub where patches give it at least this multiple of the uniform share
@@ -216,7 +222,8 @@ def check_pe_drives_cliff(pe_summary: pd.DataFrame, top1_by_alpha: pd.DataFrame,
              ("the Cliff (to the PE layer and to block 1) follows the PE Dominance Ratio across "
               "models" + (" (fewer than 3 models)" if follows is None else ""), follows))
     return ClaimCheck("C2 PE drives the Cliff", "Cliff size follows the PE Dominance Ratio; PE "
-                      "scaling changes top-1", measured, _holds(parts), _parts_reason(parts))
+                      "scaling changes top-1", measured, _holds(parts), _parts_reason(parts),
+                      _partly_untested(parts))
 
 
 def _count(per_model: dict[str, bool | None]) -> str:
@@ -307,6 +314,10 @@ def _holds(parts: tuple[tuple[str, bool | None], ...]) -> bool | None:
     return _all_of(ok for _, ok in parts)
 
 
+def _partly_untested(parts: tuple[tuple[str, bool | None], ...]) -> bool:
+    return any(ok is None for _, ok in parts)
+
+
 def _phase_blocks(phases_row, blocks: int) -> tuple[list[int], list[int]]:
     """Block numbers of the Plateau and of the Climb of one model's segmentation row."""
     def block_of(layer: str) -> int:
@@ -394,7 +405,7 @@ def check_cls_marginalization(landmarks: pd.DataFrame, top1: pd.DataFrame,
              ("ACI rises in the Climb" + (" (no model has a Climb by C1's criteria)"
                                           if consensus is None else ""), consensus),
              ("better model marginalises more" + ((" (fewer than 3 models)" if len(merged) < 3 else
-                                                   " (top-1 or the final CCC all tied)")
+                                                   " (top-1 or the final CCC all tied: no ranking)")
                                                   if ranked is None else ""), ranked))
     holds, reason = _holds(parts), _parts_reason(parts)
     first, last = PAPER["cls_centrality_vit_b"]
@@ -402,7 +413,7 @@ def check_cls_marginalization(landmarks: pd.DataFrame, top1: pd.DataFrame,
     return ClaimCheck("C3 CLS marginalisation and consensus",
                       f"CCC {first} -> {last} across ViT-B ({first * tokens:.0f}x -> "
                       f"{last * tokens:.1f}x the uniform share 1/{tokens}); ACI rises in the Climb",
-                      measured, holds, reason)
+                      measured, holds, reason, _partly_untested(parts))
 
 
 def collapse_through_phases(readout: pd.DataFrame, phases: pd.DataFrame) -> pd.DataFrame:

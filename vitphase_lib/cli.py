@@ -2,7 +2,7 @@
 
   vitphase zoo train [--model mini-b ...]   train (or resume) zoo models
   vitphase zoo ensure                       train the default zoo models that are not shipped
-  vitphase zoo ship --model ...             copy finished runs into zoo/ with a manifest
+  vitphase zoo ship --model ...             copy finished runs into zoo/ (tiny-*: zoo/tiny/)
   vitphase zoo verify                       check the shipped checkpoints' sha256
   vitphase analyse [--profile P] [--set K=V] compute and cache every model's analyses
                                             (data-parallel under torchrun)
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure = zoo_commands.add_parser("ensure", help="train the default zoo models not shipped")
     ensure.add_argument("--quiet", action="store_true")
     ensure.set_defaults(func=_zoo_ensure)
-    ship = zoo_commands.add_parser("ship", help="copy finished runs into zoo/")
+    ship = zoo_commands.add_parser("ship", help="copy finished runs into zoo/ (tiny-*: zoo/tiny/)")
     ship.add_argument("--model", nargs="+", required=True)
     ship.set_defaults(func=_zoo_ship)
     zoo_commands.add_parser("verify", help="check the shipped checkpoints").set_defaults(func=_zoo_verify)

@@ -44,7 +44,8 @@ def load_zoo_model(name: str, snapshot: str = "final") -> LoadedModel:
     snapshots = sorted(run_dir.glob(f"{name}-step*.safetensors"))
     if not snapshots:
         raise CheckpointError(
-            f"no checkpoint of {name}: it is not shipped in zoo/ and {run_dir} holds no training "
+            f"no checkpoint of {name}: it is not shipped in {os.path.relpath(folder, REPO_ROOT)}/ "
+            f"and {run_dir} holds no training "
             f"checkpoint. Train it with `vitphase zoo train --model {name}` (README, 'Mini zoo').")
     path = snapshots[-1] if snapshot == "final" else _match_local(snapshots, snapshot, name)
     digest = sha256_file(path)

@@ -1,4 +1,4 @@
-"""Portable numerics: the same bits on any x86-64 CPU with AVX2, for the numbers CI compares.
+"""Portable numerics: one code path per numeric library, for the numbers CI compares.
 
 PyTorch, MKL, oneDNN and OpenBLAS choose their kernels by the CPU they run on (AVX2, AVX-512,
 AMX, ...), and those kernels add in different orders. An analysis barely notices (last bits), but

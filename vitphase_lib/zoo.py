@@ -62,6 +62,12 @@ ZOO_TRAINING: dict[str, TrainConfig] = {
 }
 
 
+def shown_path(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (what to type at its root)."""
+    path = Path(path).resolve()
+    return path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def load_weights_file(path: str | Path, config: MiniViTConfig,
                       expected_sha256: str | None = None) -> torch.nn.Module:
     """Build ``config``'s model and load a safetensors file into it (float32, eval mode)."""
@@ -74,8 +80,9 @@ def load_weights_file(path: str | Path, config: MiniViTConfig,
         if actual != expected_sha256:
             raise CheckpointError(
                 f"checkpoint {path} is truncated or altered: its sha256 is {actual[:12]}..., the "
-                f"manifest says {expected_sha256[:12]}.... Restore it (`git checkout -- {path.name}`) "
-                f"or re-train with `vitphase zoo train --model {config.name}`.")
+                f"manifest says {expected_sha256[:12]}.... Restore it (`git checkout -- "
+                f"{shown_path(path)}`) or re-train with `vitphase zoo train --model {config.name}` "
+                "and ship it again (README, 'Mini zoo').")
     try:
         weights = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
@@ -90,7 +97,8 @@ def load_weights_file(path: str | Path, config: MiniViTConfig,
 
 
 def shipped_manifest(target: Path = SHIPPED_ZOO_DIR) -> dict:
-    """``zoo/manifest.json`` (``{"models": {}}`` when no zoo is shipped)."""
+    """``target``'s ``manifest.json`` (``{"models": {}}`` when none is shipped there). A model
+    without a ``numerics`` entry was trained with native numerics (before the field existed)."""
     path = target / "manifest.json"
     return json.loads(path.read_text()) if path.is_file() else {"models": {}}
 
@@ -168,7 +176,13 @@ def ship(names: list[str], target: Path | None = None) -> dict:
 
 
 def _local_record(name: str) -> dict:
-    state = torch.load(training_dir(name) / "state.pt", map_location="cpu", weights_only=False)["state"]
+    state_path = training_dir(name) / "state.pt"
+    if not state_path.is_file():
+        raise CheckpointError(
+            f"{name} has no training run at {state_path}. Train it first, with the same numerics "
+            f"(`vitphase zoo train --model {name}`; for the tiny zoo both commands run under "
+            "`bash scripts/portable.sh`, whose runs live in a cache folder of their own).")
+    state = torch.load(state_path, map_location="cpu", weights_only=False)["state"]
     return {"config": ALL_MINI_CONFIGS[name].to_dict(), "train": ZOO_TRAINING[name].to_dict(),
             "log": state["log"], "snapshots": state["snapshots"], "steps_done": state["step"],
             "train_seconds": state["train_seconds"]}
