@@ -140,29 +140,39 @@ def test_idle_training_time_is_epochs_times_the_fastest_complete_epoch():
 # These read the checkpoints committed in zoo/ (the default profile's models) and zoo/tiny/ (the
 # smoke profile's tiny zoo, which most other tests load).
 SHIPPED_MODELS = ("mini-s", "mini-b", "mini-l")
+TINY_MODELS = ("tiny-s", "tiny-b", "tiny-l")
 MAX_SHIPPED_MB = 40.0
 MIN_TOP1 = 88.0
 
 
+def _shipped(folder: str):
+    from vitphase_lib.zoo import SHIPPED_ZOO_DIR, shipped_manifest
+    directory = SHIPPED_ZOO_DIR / folder
+    return directory, shipped_manifest(directory)
+
+
 @pytest.fixture(scope="module")
 def shipped():
-    from vitphase_lib.zoo import SHIPPED_ZOO_DIR, shipped_manifest
-    return SHIPPED_ZOO_DIR, shipped_manifest()
+    return _shipped(".")
 
 
-def test_shipped_zoo_holds_the_three_models(shipped):
-    _, manifest = shipped
-    assert sorted(manifest["models"]) == sorted(SHIPPED_MODELS)
+@pytest.mark.parametrize("folder, models", [(".", SHIPPED_MODELS), ("tiny", TINY_MODELS)])
+def test_shipped_zoo_holds_the_three_models(folder, models):
+    from vitphase_lib.zoo import shipped_dir
+    directory, manifest = _shipped(folder)
+    assert sorted(manifest["models"]) == sorted(models)
     for name, entry in manifest["models"].items():
+        assert shipped_dir(name).resolve() == directory.resolve(), name
         # as JSON stores them (tuples become lists)
         assert entry["config"] == json.loads(json.dumps(ALL_MINI_CONFIGS[name].to_dict())), name
         assert entry["train"] == json.loads(json.dumps(ZOO_TRAINING[name].to_dict())), name
         assert entry["seed"] == ZOO_TRAINING[name].seed, name
 
 
-def test_shipped_files_match_the_manifest(shipped):
+@pytest.mark.parametrize("folder", [".", "tiny"])
+def test_shipped_files_match_the_manifest(folder):
     from vitphase_lib.zoo import verify
-    directory, manifest = shipped
+    directory, manifest = _shipped(folder)
     assert verify(directory) == []
     listed = {s["file"] for entry in manifest["models"].values() for s in entry["snapshots"]}
     on_disk = {path.name for path in directory.glob("*.safetensors")}
@@ -188,18 +198,9 @@ def test_shipped_tiny_zoo_is_the_smoke_profiles_and_loads_without_training(isola
     """The smoke chapters load the tiny zoo from zoo/tiny/ (sha256-checked), never train it: the
     numbers nbval compares must not depend on the CPU that would have trained it."""
     from vitphase_lib.loading import load_zoo_model
-    from vitphase_lib.models import TINY_ZOO
-    from vitphase_lib.zoo import SHIPPED_ZOO_DIR, shipped_dir, shipped_manifest, total_steps, verify
-    directory = SHIPPED_ZOO_DIR / "tiny"
-    manifest = shipped_manifest(directory)
-    assert sorted(manifest["models"]) == sorted(TINY_ZOO)
-    assert verify(directory) == []
-    assert {p.name for p in directory.glob("*.safetensors")} == {
-        s["file"] for entry in manifest["models"].values() for s in entry["snapshots"]}
+    from vitphase_lib.zoo import total_steps
+    _, manifest = _shipped("tiny")
     for name, entry in manifest["models"].items():
-        assert shipped_dir(name) == directory
-        assert entry["config"] == json.loads(json.dumps(ALL_MINI_CONFIGS[name].to_dict())), name
-        assert entry["train"] == json.loads(json.dumps(ZOO_TRAINING[name].to_dict())), name
         assert entry["steps_done"] == total_steps(name) and entry["numerics"] == "portable", name
     loaded = load_zoo_model("tiny-l")
     assert loaded.source == ("shipped checkpoint zoo/tiny/tiny-l-step000141.safetensors "

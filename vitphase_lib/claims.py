@@ -215,15 +215,13 @@ def check_pe_drives_cliff(pe_summary: pd.DataFrame, top1_by_alpha: pd.DataFrame,
                      + ")")
     else:
         measured += "the Cliff cannot be ranked against the PE Dominance Ratio with fewer than 3 models"
-    parts = ((_untestable_if("the Cliff grows with alpha", grows, "fewer than two alphas"),
-              _all_of(grows.values())),
-             (_untestable_if("removing PE lowers top-1", costs, "no run at both alpha = 0 and 1"),
-              _all_of(costs.values())),
-             ("the Cliff (to the PE layer and to block 1) follows the PE Dominance Ratio across "
-              "models" + (" (fewer than 3 models)" if follows is None else ""), follows))
-    return ClaimCheck("C2 PE drives the Cliff", "Cliff size follows the PE Dominance Ratio; PE "
-                      "scaling changes top-1", measured, _holds(parts), _parts_reason(parts),
-                      _partly_untested(parts))
+    parts = (_part("the Cliff grows with alpha", _all_of(grows.values()), "fewer than two alphas"),
+             _part("removing PE lowers top-1", _all_of(costs.values()),
+                   "no run at both alpha = 0 and 1"),
+             _part("the Cliff (to the PE layer and to block 1) follows the PE Dominance Ratio "
+                   "across models", follows, "fewer than 3 models"))
+    return _claim_from_parts("C2 PE drives the Cliff", "Cliff size follows the PE Dominance Ratio; "
+                             "PE scaling changes top-1", measured, parts)
 
 
 def _count(per_model: dict[str, bool | None]) -> str:
@@ -242,8 +240,6 @@ def _all_of(values) -> bool | None:
     return None if not known else all(known)
 
 
-def _untestable_if(name: str, per_model: dict[str, bool | None], why: str) -> str:
-    return name + (f" ({why})" if _all_of(per_model.values()) is None else "")
 
 
 def pe_scaling_table(top1_by_alpha: pd.DataFrame, cliff_by_alpha: pd.DataFrame) -> pd.DataFrame:
@@ -299,6 +295,19 @@ def describe_stronger_pe(effect: pd.DataFrame) -> str:
     return text + f"So in this build a PE stronger than trained {costs}."
 
 
+def _part(name: str, ok: bool | None, why_untestable: str) -> tuple[str, bool | None]:
+    """A part of a claim, named by what it requires; where it cannot be tested (``ok`` None),
+    the name says why."""
+    return (name if ok is not None else f"{name} ({why_untestable})"), ok
+
+
+def _claim_from_parts(claim: str, paper: str, measured: str,
+                      parts: tuple[tuple[str, bool | None], ...]) -> ClaimCheck:
+    """A claim tested in parts holds when no part fails and at least one could be tested."""
+    return ClaimCheck(claim, paper, measured, _all_of(ok for _, ok in parts), _parts_reason(parts),
+                      partly_untested=any(ok is None for _, ok in parts))
+
+
 def _parts_reason(parts: tuple[tuple[str, bool | None], ...]) -> str:
     """'every part holds', or which parts are not met, which are, and which could not be tested
     (ok None), for a claim tested in parts (each part named by what it requires)."""
@@ -308,14 +317,6 @@ def _parts_reason(parts: tuple[tuple[str, bool | None], ...]) -> str:
         return "every part holds"
     return "; ".join(f"{label}: {', '.join(names)}" for label, names in named if names)
 
-
-def _holds(parts: tuple[tuple[str, bool | None], ...]) -> bool | None:
-    """A claim tested in parts holds when no part fails and at least one could be tested."""
-    return _all_of(ok for _, ok in parts)
-
-
-def _partly_untested(parts: tuple[tuple[str, bool | None], ...]) -> bool:
-    return any(ok is None for _, ok in parts)
 
 
 def _phase_blocks(phases_row, blocks: int) -> tuple[list[int], list[int]]:
@@ -402,18 +403,16 @@ def check_cls_marginalization(landmarks: pd.DataFrame, top1: pd.DataFrame,
                      "; the more accurate model does not end with the lower CCC")
     threshold = PAPER["cls_centrality_failure_threshold"]
     parts = (("CCC falls", bool(falls.all())), (f"CCC <= {threshold} at the end", bool(marginal.all())),
-             ("ACI rises in the Climb" + (" (no model has a Climb by C1's criteria)"
-                                          if consensus is None else ""), consensus),
-             ("better model marginalises more" + ((" (fewer than 3 models)" if len(merged) < 3 else
-                                                   " (top-1 or the final CCC all tied: no ranking)")
-                                                  if ranked is None else ""), ranked))
-    holds, reason = _holds(parts), _parts_reason(parts)
+             _part("ACI rises in the Climb", consensus, "no model has a Climb by C1's criteria"),
+             _part("better model marginalises more", ranked,
+                   "fewer than 3 models" if len(merged) < 3 else
+                   "top-1 or the final CCC all tied: no ranking"))
     first, last = PAPER["cls_centrality_vit_b"]
     tokens = PAPER["tokens_vit_b"]
-    return ClaimCheck("C3 CLS marginalisation and consensus",
-                      f"CCC {first} -> {last} across ViT-B ({first * tokens:.0f}x -> "
-                      f"{last * tokens:.1f}x the uniform share 1/{tokens}); ACI rises in the Climb",
-                      measured, holds, reason, _partly_untested(parts))
+    return _claim_from_parts("C3 CLS marginalisation and consensus",
+                             f"CCC {first} -> {last} across ViT-B ({first * tokens:.0f}x -> "
+                             f"{last * tokens:.1f}x the uniform share 1/{tokens}); ACI rises in "
+                             "the Climb", measured, parts)
 
 
 def collapse_through_phases(readout: pd.DataFrame, phases: pd.DataFrame) -> pd.DataFrame:

@@ -2,7 +2,6 @@
 timm ViT (``vit_base_patch16_224.augreg2_in21k_ft_in1k``...), with a fingerprint for caching."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import torch
 
 from .io import sha256_file
 from .models import ALL_MINI_CONFIGS, check_vit
-from .zoo import (REPO_ROOT, CheckpointError, load_weights_file, shipped_dir, shipped_manifest,
+from .zoo import (CheckpointError, load_weights_file, shipped_dir, shipped_manifest, shown_path,
                   total_steps, training_dir)
 
 
@@ -38,13 +37,13 @@ def load_zoo_model(name: str, snapshot: str = "final") -> LoadedModel:
         path = folder / entry["file"]
         model = load_weights_file(path, config, expected_sha256=entry["sha256"])
         return LoadedModel(name, model, entry["sha256"],
-                           f"shipped checkpoint {os.path.relpath(path, REPO_ROOT)} "
+                           f"shipped checkpoint {shown_path(path)} "
                            f"({entry['fraction']:.0%} of training)", "zoo")
     run_dir = training_dir(name)
     snapshots = sorted(run_dir.glob(f"{name}-step*.safetensors"))
     if not snapshots:
         raise CheckpointError(
-            f"no checkpoint of {name}: it is not shipped in {os.path.relpath(folder, REPO_ROOT)}/ "
+            f"no checkpoint of {name}: it is not shipped in {shown_path(folder)}/ "
             f"and {run_dir} holds no training "
             f"checkpoint. Train it with `vitphase zoo train --model {name}` (README, 'Mini zoo').")
     path = snapshots[-1] if snapshot == "final" else _match_local(snapshots, snapshot, name)

@@ -124,10 +124,6 @@ def training_record(name: str) -> dict:
     shipped = shipped_manifest(shipped_dir(name))["models"].get(name)
     if shipped is not None:
         return {**shipped, "origin": "shipped"}
-    state_path = training_dir(name) / "state.pt"
-    if not state_path.is_file():
-        raise CheckpointError(f"{name} is neither shipped nor trained locally "
-                              f"(no {state_path}); run `vitphase zoo train --model {name}`.")
     return {**_local_record(name), "origin": "local"}
 
 
@@ -179,9 +175,10 @@ def _local_record(name: str) -> dict:
     state_path = training_dir(name) / "state.pt"
     if not state_path.is_file():
         raise CheckpointError(
-            f"{name} has no training run at {state_path}. Train it first, with the same numerics "
-            f"(`vitphase zoo train --model {name}`; for the tiny zoo both commands run under "
-            "`bash scripts/portable.sh`, whose runs live in a cache folder of their own).")
+            f"{name} has no training run at {state_path}: it is not trained locally. Train it "
+            f"with `vitphase zoo train --model {name}` (for the tiny zoo, training and shipping "
+            "both run under `bash scripts/portable.sh`, whose runs live in a cache folder of "
+            "their own).")
     state = torch.load(state_path, map_location="cpu", weights_only=False)["state"]
     return {"config": ALL_MINI_CONFIGS[name].to_dict(), "train": ZOO_TRAINING[name].to_dict(),
             "log": state["log"], "snapshots": state["snapshots"], "steps_done": state["step"],
