@@ -1,12 +1,15 @@
 """The capture engine (vitphase_lib.capture) on real timm ViTs (random init) and the mini zoo."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from vitphase_lib.capture import (ViTLayout, patch_positional_embedding,
+from vitphase_lib import capture
+from vitphase_lib.capture import (ViTLayout, images_per_attention_chunk, patch_positional_embedding,
                                   scaled_positional_encoding, trace, vit_layout)
 from vitphase_lib.models import MiniViTConfig, UnsupportedModelError, build_mini_vit, check_vit
 
@@ -43,7 +46,9 @@ def manual_attention(block, x: torch.Tensor) -> torch.Tensor:
 
 
 def no_hooks_left(model: torch.nn.Module) -> bool:
-    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    """No hook registered and no module's forward replaced (the traced attention's)."""
+    return all(not m._forward_hooks and not m._forward_pre_hooks and "forward" not in vars(m)
+               for m in model.modules())
 
 
 def assert_close_to_scale(actual, expected, rel=1e-4):
@@ -254,6 +259,67 @@ def test_several_sinks_and_several_batches(mini, mini_images):
         mini(mini_images[1:])
     assert a.order == b.order == ["raw", "pe", "1", "2", "head"] * 2
     assert a.tokens["head"].shape == (2, 50, 16)  # the last batch
+
+
+@pytest.mark.parametrize("device, heads, tokens, batch, expected", [
+    ("cpu", 6, 50, 250, 34),      # mini-B: 60 000 bytes of weights per image in 2 MiB
+    ("cpu", 12, 197, 8, 1),       # ViT-B/16: 1.9 MB per image, never fewer than one image
+    ("cpu", 1, 4, 10, 10),        # everything fits: the whole batch, no more
+    ("cuda", 12, 197, 256, 256),  # GPUs take the whole batch
+])
+def test_images_per_attention_chunk(device, heads, tokens, batch, expected):
+    assert images_per_attention_chunk(torch.device(device), heads, tokens, batch) == expected
+
+
+def test_attention_in_chunks_equals_the_whole_batch(mini, monkeypatch):
+    """With a budget of three images' weights, a batch of 8 runs as 3 + 3 + 2 images; the sinks
+    still get one (8, T, T) attention per block, equal to the whole batch's, and the logits the
+    untraced model's."""
+    images = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    per_image = MINI.heads * 50 * 50 * 4
+    monkeypatch.setattr(capture, "CPU_ATTENTION_CHUNK_BYTES", 3 * per_image + 1)
+    assert images_per_attention_chunk(torch.device("cpu"), MINI.heads, 50, 8) == 3
+    seen: list[int] = []  # the images of each piece timm's unfused attention runs on
+    hook = mini.blocks[0].attn.attn_drop.register_forward_hook(
+        lambda module, args, weights: seen.append(weights.shape[0]))
+    rec = Recorder(mini)
+    with torch.no_grad():
+        untraced = mini(images)  # fused: attn_drop is not called
+        with trace(mini, [rec]):
+            traced = mini(images)
+    hook.remove()
+    assert seen == [3, 3, 2]
+    assert_close_to_scale(traced, untraced, rel=1e-6)
+    inputs = rec.tokens["pe"]
+    for block in (1, 2):
+        assert rec.attention[block].shape == (8, 50, 50)
+        with torch.no_grad():
+            expected = manual_attention(mini.blocks[block - 1],
+                                        inputs if block == 1 else rec.tokens["1"])
+        assert_close_to_scale(rec.attention[block], expected, rel=1e-6)
+
+
+def test_an_attention_mask_keeps_the_batch_in_one_piece(mini, monkeypatch):
+    """A mask may hold one row per image, which a split would misalign: such calls run whole."""
+    monkeypatch.setattr(capture, "CPU_ATTENTION_CHUNK_BYTES", 1)  # one image per chunk otherwise
+    x = torch.randn(4, 50, MINI.width, generator=torch.Generator().manual_seed(6))
+    mask = torch.zeros(4, 1, 50, 50)
+    mask[1:, ..., 25:] = -math.inf  # images 2-4 may not attend to the last 25 tokens
+    rec = Recorder()
+    attn = mini.blocks[0].attn
+    with torch.no_grad():
+        expected = attn(x, attn_mask=mask)  # fused
+        with trace(mini, [rec]):
+            masked = attn(x, attn_mask=mask)
+            masked_attention = rec.attention[1]
+            pieces = attn(x)  # no mask: four pieces, the same numbers as one
+        whole = attn(x)
+    assert_close_to_scale(masked, expected, rel=1e-6)
+    assert masked_attention.shape == (4, 50, 50)
+    assert masked_attention[0, :, 25:].sum() > 0
+    assert torch.equal(masked_attention[1:, :, 25:], torch.zeros(3, 50, 25))
+    assert_close_to_scale(pieces, whole, rel=1e-6)
+    assert no_hooks_left(mini)
 
 
 def test_sinks_run_in_full_precision_under_bf16_autocast(mini, mini_images):
