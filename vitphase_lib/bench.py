@@ -11,11 +11,13 @@ Two questions, each with a target:
   every repetition runs each variant once (the order alternates between repetitions), and the
   median over repetitions is reported. Interleaving matters on a shared machine: background load
   that comes and goes hits every variant alike. The full run also times three diagnostic variants
-  that split the overhead: ``plain, unfused`` (plain forward with ``fused_attn = False``, i.e.
-  the price of exposing the attention weights), ``capture, no metrics`` (``run_pass`` with no
-  accumulator but the attention traced: the capture engine alone, i.e. hooks, unfused attention,
-  head averaging and the NaN check) and ``capture, no attn`` (``run_pass`` with
-  ``attention=False``: hooks + token metrics, fused attention).
+  that split the overhead: ``plain, unfused`` (plain forward with ``fused_attn = False`` on
+  the whole batch, i.e. timm's way of exposing the attention weights; the capture runs the same
+  path a few images at a time on a CPU, see :mod:`vitphase_lib.capture`), ``capture, no
+  metrics`` (``run_pass`` with no accumulator but the attention traced: the capture engine
+  alone, i.e. hooks, unfused attention in chunks, head averaging and the NaN check) and
+  ``capture, no attn`` (``run_pass`` with ``attention=False``: hooks + token metrics, fused
+  attention).
 
   ``capture`` builds every accumulator with its defaults, so two capped metrics run on every
   image: the worst case. ``AttentionGraph`` computes the Attention Consensus Index (|lambda_2| per

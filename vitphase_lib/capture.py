@@ -124,7 +124,7 @@ def _full_precision(x: torch.Tensor):
 # weights @ V and the head average. Measured on a 2-core AMD EPYC (Zen 5), one attention module:
 # mini-B (batch 250, 6 heads, 50 tokens; 60 KB per image) took 24.7 ms unfused on the whole
 # batch, 11.7-12.5 ms in chunks of 16 to 64 images, 12.3 ms fused; ViT-B/16 (batch 8, 12 heads,
-# 197 tokens; 1.9 MB per image) 71 ms unfused, 60 ms in chunks of 4, 54 ms fused.
+# 197 tokens; 1.9 MB per image) 71 ms unfused, 67 ms one image at a time, 54 ms fused.
 CPU_ATTENTION_CHUNK_BYTES = 2 * 2**20
 
 
