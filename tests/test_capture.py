@@ -261,14 +261,25 @@ def test_several_sinks_and_several_batches(mini, mini_images):
     assert a.tokens["head"].shape == (2, 50, 16)  # the last batch
 
 
-@pytest.mark.parametrize("device, heads, tokens, batch, expected", [
-    ("cpu", 6, 50, 250, 34),      # mini-B: 60 000 bytes of weights per image in 2 MiB
-    ("cpu", 12, 197, 8, 1),       # ViT-B/16: 1.9 MB per image, never fewer than one image
-    ("cpu", 1, 4, 10, 10),        # everything fits: the whole batch, no more
-    ("cuda", 12, 197, 256, 256),  # GPUs take the whole batch
+@pytest.mark.parametrize("device, heads, tokens, batch, threads, expected", [
+    ("cpu", 6, 50, 250, 2, 34),       # mini-B: 60 000 bytes of weights per image in 2 x 1 MiB
+    ("cpu", 12, 197, 8, 2, 1),        # ViT-B/16: 1.9 MB per image, never fewer than one image
+    ("cpu", 12, 197, 256, 64, 36),    # a many-core CPU gets larger chunks: 64 MiB
+    ("cpu", 1, 4, 10, 2, 10),         # everything fits: the whole batch, no more
+    ("cuda", 12, 197, 256, 2, 256),   # GPUs take the whole batch
 ])
-def test_images_per_attention_chunk(device, heads, tokens, batch, expected):
-    assert images_per_attention_chunk(torch.device(device), heads, tokens, batch) == expected
+def test_images_per_attention_chunk(device, heads, tokens, batch, threads, expected):
+    assert images_per_attention_chunk(torch.device(device), heads, tokens, batch,
+                                      threads) == expected
+
+
+def chunks_of(images: int, monkeypatch) -> None:
+    """Sets the CPU budget so that the mini ViT's attention runs ``images`` images at a time."""
+    per_image = MINI.heads * 50 * 50 * 4
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(capture, "CPU_ATTENTION_BYTES_PER_THREAD",
+                        images * per_image // threads + 1)
+    assert images_per_attention_chunk(torch.device("cpu"), MINI.heads, 50, 100) == images
 
 
 def test_attention_in_chunks_equals_the_whole_batch(mini, monkeypatch):
@@ -276,15 +287,13 @@ def test_attention_in_chunks_equals_the_whole_batch(mini, monkeypatch):
     still get one (8, T, T) attention per block, equal to the whole batch's, and the logits the
     untraced model's."""
     images = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(5))
-    per_image = MINI.heads * 50 * 50 * 4
-    monkeypatch.setattr(capture, "CPU_ATTENTION_CHUNK_BYTES", 3 * per_image + 1)
-    assert images_per_attention_chunk(torch.device("cpu"), MINI.heads, 50, 8) == 3
+    chunks_of(3, monkeypatch)
     seen: list[int] = []  # the images of each piece timm's unfused attention runs on
-    hook = mini.blocks[0].attn.attn_drop.register_forward_hook(
-        lambda module, args, weights: seen.append(weights.shape[0]))
     rec = Recorder(mini)
     with torch.no_grad():
-        untraced = mini(images)  # fused: attn_drop is not called
+        untraced = mini(images)
+        hook = mini.blocks[0].attn.attn_drop.register_forward_hook(
+            lambda module, args, weights: seen.append(weights.shape[0]))
         with trace(mini, [rec]):
             traced = mini(images)
     hook.remove()
@@ -301,7 +310,7 @@ def test_attention_in_chunks_equals_the_whole_batch(mini, monkeypatch):
 
 def test_an_attention_mask_keeps_the_batch_in_one_piece(mini, monkeypatch):
     """A mask may hold one row per image, which a split would misalign: such calls run whole."""
-    monkeypatch.setattr(capture, "CPU_ATTENTION_CHUNK_BYTES", 1)  # one image per chunk otherwise
+    chunks_of(1, monkeypatch)
     x = torch.randn(4, 50, MINI.width, generator=torch.Generator().manual_seed(6))
     mask = torch.zeros(4, 1, 50, 50)
     mask[1:, ..., 25:] = -math.inf  # images 2-4 may not attend to the last 25 tokens
@@ -319,6 +328,50 @@ def test_an_attention_mask_keeps_the_batch_in_one_piece(mini, monkeypatch):
     assert masked_attention[0, :, 25:].sum() > 0
     assert torch.equal(masked_attention[1:, :, 25:], torch.zeros(3, 50, 25))
     assert_close_to_scale(pieces, whole, rel=1e-6)
+    assert no_hooks_left(mini)
+
+
+def test_is_causal_still_runs_in_chunks(mini, monkeypatch):
+    """``is_causal`` is a flag, not a per-image mask: the batch is still split."""
+    chunks_of(2, monkeypatch)
+    x = torch.randn(5, 50, MINI.width, generator=torch.Generator().manual_seed(7))
+    attn = mini.blocks[0].attn
+    seen: list[int] = []
+    rec = Recorder()
+    with torch.no_grad():
+        expected = attn(x, is_causal=True)  # fused
+        with trace(mini, [rec]):
+            hook = attn.attn_drop.register_forward_hook(
+                lambda module, args, weights: seen.append(weights.shape[0]))
+            out = attn(x, is_causal=True)
+            hook.remove()
+    assert seen == [2, 2, 1]
+    assert_close_to_scale(out, expected, rel=1e-6)
+    assert torch.equal(rec.attention[1].triu(diagonal=1), torch.zeros(5, 50, 50))
+
+
+def test_a_trace_within_a_trace_gives_every_sink_the_whole_batch(mini, mini_images, monkeypatch):
+    chunks_of(1, monkeypatch)
+    outer, inner = Recorder(), Recorder()
+    with torch.no_grad(), trace(mini, [outer]):
+        with trace(mini, [inner]):
+            mini(mini_images)
+            both = outer.attention[2], inner.attention[2]
+        mini(mini_images[:2])  # the inner trace is over: only the outer sink is fed
+    assert both[0].shape == both[1].shape == (3, 50, 50)
+    assert torch.equal(both[0], both[1])
+    assert outer.attention[2].shape == (2, 50, 50) and inner.attention[2].shape == (3, 50, 50)
+    assert outer.order == ["raw", "pe", "1", "2", "head"] * 2
+    assert no_hooks_left(mini)
+
+
+def test_attention_that_skips_attn_drop_is_a_clear_error(mini, mini_images):
+    """A module that computes its weights without passing them through attn_drop (here: the
+    fused kernel switched back on inside the trace) cannot be traced."""
+    with torch.no_grad(), trace(mini, [Recorder()]):
+        mini.blocks[0].attn.fused_attn = True
+        with pytest.raises(UnsupportedModelError, match="block 1.*attn_drop 0 times in 1"):
+            mini(mini_images)
     assert no_hooks_left(mini)
 
 

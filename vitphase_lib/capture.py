@@ -16,9 +16,9 @@ explicitly, and a hook on ``attn_drop`` reads the weights. ``tests/test_capture.
 the traced logits equal the untraced ones.
 
 On a CPU the unfused path runs a few images at a time (:func:`images_per_attention_chunk`): the
-whole batch's weights would be written to memory and read back three times (softmax, weights @ V,
-head average), a few images' stay in the cache. For mini-B (batch 250) this made the unfused
-attention as fast as the fused kernel, where the whole batch took twice as long.
+whole batch's scores and weights would be written to memory and read back by the softmax, the
+head average and weights @ V, a few images' stay in the cache. For mini-B (batch 250) this made
+the unfused attention as fast as the fused kernel, where the whole batch took twice as long.
 """
 from __future__ import annotations
 
@@ -120,22 +120,27 @@ def _full_precision(x: torch.Tensor):
     return torch.autocast(x.device.type, enabled=False)
 
 
-# The weights of one CPU chunk of images: small enough to stay in the cache between softmax,
-# weights @ V and the head average. Measured on a 2-core AMD EPYC (Zen 5), one attention module:
-# mini-B (batch 250, 6 heads, 50 tokens; 60 KB per image) took 24.7 ms unfused on the whole
-# batch, 11.7-12.5 ms in chunks of 16 to 64 images, 12.3 ms fused; ViT-B/16 (batch 8, 12 heads,
-# 197 tokens; 1.9 MB per image) 71 ms unfused, 67 ms one image at a time, 54 ms fused.
-CPU_ATTENTION_CHUNK_BYTES = 2 * 2**20
+# Float32 attention weights per CPU thread in one chunk of images, so that the chunk's scores and
+# weights (about twice this) stay in the threads' caches between the softmax, the head average
+# and weights @ V. Tuned on one 2-vCPU AMD EPYC (Zen 5) VM, one attention module: mini-B (batch
+# 250, 6 heads, 50 tokens; 60 KB per image) took 24.7 ms unfused on the whole batch, 11.7-12.5 ms
+# in chunks of 16 to 64 images, 12.3 ms fused; ViT-B/16 (batch 8, 12 heads, 197 tokens; 1.9 MB
+# per image) 71 ms unfused, 67 ms one image at a time, 54 ms fused. Scaled with the threads, so
+# that a many-core CPU gets chunks large enough to keep its cores busy.
+CPU_ATTENTION_BYTES_PER_THREAD = 2**20
 
 
-def images_per_attention_chunk(device: torch.device, heads: int, tokens: int, batch: int) -> int:
+def images_per_attention_chunk(device: torch.device, heads: int, tokens: int, batch: int,
+                               threads: int | None = None) -> int:
     """How many images the traced attention handles at a time: on a CPU, as many as keep their
-    float32 weights within :data:`CPU_ATTENTION_CHUNK_BYTES` (at least one); elsewhere (GPUs,
-    whose memory is fast and whose kernels want large batches) the whole batch."""
+    float32 weights within :data:`CPU_ATTENTION_BYTES_PER_THREAD` times ``threads`` (torch's
+    intra-op threads by default), at least one; elsewhere (GPUs, whose memory is fast and whose
+    kernels want large batches) the whole batch."""
     if device.type != "cpu":
         return batch
+    threads = torch.get_num_threads() if threads is None else threads
     per_image = heads * tokens * tokens * 4
-    return max(1, min(batch, CPU_ATTENTION_CHUNK_BYTES // per_image))
+    return max(1, min(batch, threads * CPU_ATTENTION_BYTES_PER_THREAD // per_image))
 
 
 class _TracedAttention:
@@ -144,7 +149,7 @@ class _TracedAttention:
     and hands the batch's averaged attention to the sinks before returning the output."""
 
     def __init__(self, attn: torch.nn.Module, block: int, sinks: Sequence[Sink]):
-        self.attn, self.block, self.sinks = attn, block, sinks
+        self.attn, self.block, self.sinks = attn, block, list(sinks)
         self.forward = attn.forward  # the bound timm method
         self.averaged: list[torch.Tensor] = []
 
@@ -161,6 +166,12 @@ class _TracedAttention:
         step = x.shape[0] if masked else images_per_attention_chunk(
             x.device, getattr(self.attn, "num_heads", 1), x.shape[-2], x.shape[0])
         outputs = [self.forward(part, *args, **kwargs) for part in x.split(step)]
+        if len(self.averaged) != len(outputs):
+            raise UnsupportedModelError(
+                f"block {self.block}: {type(self.attn).__name__} passed its attention weights "
+                f"through attn_drop {len(self.averaged)} times in {len(outputs)} unfused calls; "
+                "the capture reads them there once per call (timm's Attention), so it cannot "
+                "trace this attention module.")
         averaged = _joined(self.averaged)
         self.averaged.clear()
         with _full_precision(averaged):
@@ -182,6 +193,11 @@ class _Handle:
 
 def _trace_attention(attn: torch.nn.Module, block: int, sinks: Sequence[Sink]) -> _Handle:
     patched_before = vars(attn).get("forward")  # normally none: forward is the class's method
+    if isinstance(patched_before, _TracedAttention):
+        # a trace within a trace: one tracer with more sinks, so that every sink still gets the
+        # whole batch (wrapping the outer tracer would hand it one chunk at a time)
+        patched_before.sinks.extend(sinks)
+        return _Handle(lambda: _remove_sinks(patched_before, sinks))
     traced = _TracedAttention(attn, block, sinks)
     hook = attn.attn_drop.register_forward_hook(traced.read_weights)
     attn.forward = traced  # an instance attribute: nn.Module.__call__ now runs it
@@ -194,6 +210,13 @@ def _trace_attention(attn: torch.nn.Module, block: int, sinks: Sequence[Sink]) -
             attn.forward = patched_before
 
     return _Handle(undo)
+
+
+def _remove_sinks(traced: _TracedAttention, sinks: Sequence[Sink]) -> None:
+    """Takes out the last occurrence of each of ``sinks`` (a sink may be in both traces)."""
+    for gone in sinks:
+        last = max(i for i, sink in enumerate(traced.sinks) if sink is gone)
+        del traced.sinks[last]
 
 
 @contextmanager
