@@ -240,8 +240,6 @@ def _all_of(values) -> bool | None:
     return None if not known else all(known)
 
 
-
-
 def pe_scaling_table(top1_by_alpha: pd.DataFrame, cliff_by_alpha: pd.DataFrame) -> pd.DataFrame:
     """Per model and PE scale alpha: the Cliff (to the PE layer and to block 1) and top-1."""
     cliff = cliff_by_alpha[["model", "alpha", *CLIFF_MEASURES]]
@@ -316,7 +314,6 @@ def _parts_reason(parts: tuple[tuple[str, bool | None], ...]) -> str:
     if all(ok is True for _, ok in parts):
         return "every part holds"
     return "; ".join(f"{label}: {', '.join(names)}" for label, names in named if names)
-
 
 
 def _phase_blocks(phases_row, blocks: int) -> tuple[list[int], list[int]]:
