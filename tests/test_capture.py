@@ -10,7 +10,8 @@ from timm.models.vision_transformer import VisionTransformer
 
 from vitphase_lib import capture
 from vitphase_lib.capture import (ViTLayout, images_per_attention_chunk, patch_positional_embedding,
-                                  scaled_positional_encoding, trace, vit_layout)
+                                  scaled_positional_encoding, trace, unfused_attention,
+                                  vit_layout)
 from vitphase_lib.models import MiniViTConfig, UnsupportedModelError, build_mini_vit, check_vit
 
 
@@ -241,6 +242,20 @@ def test_error_in_the_with_body_restores_too(mini):
             raise KeyError("x")
     assert all(b.attn.fused_attn for b in mini.blocks)
     assert no_hooks_left(mini)
+
+
+def test_unfused_attention_restores_each_blocks_own_flag(mini, mini_images):
+    mini.blocks[0].attn.fused_attn = False
+    mini.blocks[1].attn.fused_attn = True
+    with torch.no_grad():
+        expected = mini(mini_images)
+    with pytest.raises(ValueError, match="inside"):
+        with unfused_attention(mini):
+            assert [b.attn.fused_attn for b in mini.blocks] == [False, False]
+            with torch.no_grad():
+                assert torch.allclose(mini(mini_images), expected, atol=1e-6)
+            raise ValueError("inside")
+    assert [b.attn.fused_attn for b in mini.blocks] == [False, True]
 
 
 def test_trace_without_attention_leaves_fusion_alone(mini, mini_images):

@@ -86,12 +86,13 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
+
+from .capture import unfused_attention
 
 TIME_TARGET = 1.3     # capture / plain
 MEMORY_TARGET = 1.1   # peak(4n) / peak(n)
@@ -397,18 +398,6 @@ class TimingResult:
         return None if ratio is None else ratio <= TIME_TARGET
 
 
-@contextmanager
-def _unfused(model: torch.nn.Module) -> Iterator[None]:
-    flags = [block.attn.fused_attn for block in model.blocks]
-    try:
-        for block in model.blocks:
-            block.attn.fused_attn = False
-        yield
-    finally:
-        for block, flag in zip(model.blocks, flags):
-            block.attn.fused_attn = flag
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -440,7 +429,7 @@ def _run_variant(variant: str, model: torch.nn.Module, dataset: Dataset, config,
     if variant == PLAIN:
         _plain_pass(model, dataset, config)
     elif variant == PLAIN_UNFUSED:
-        with _unfused(model):
+        with unfused_attention(model):
             _plain_pass(model, dataset, config)
     elif variant == CAPTURE_NO_METRICS:
         run_pass(model, dataset, [], config, attention=True, desc="bench")

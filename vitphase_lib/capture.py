@@ -22,7 +22,7 @@ the unfused attention as fast as the fused kernel, where the whole batch took tw
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence
 
@@ -83,7 +83,6 @@ def trace(model: VisionTransformer, sinks: Sequence[Sink], attention: bool = Tru
     """
     layout = vit_layout(model)
     handles = []
-    fused_flags = [block.attn.fused_attn for block in model.blocks]
 
     def emit_tokens(layer: str, x: torch.Tensor) -> None:
         if x.ndim == 4:  # dynamic image size: (B, H, W, D)
@@ -92,25 +91,37 @@ def trace(model: VisionTransformer, sinks: Sequence[Sink], attention: bool = Tru
             for sink in sinks:
                 sink.on_tokens(layer, x)
 
+    with unfused_attention(model) if attention else nullcontext():
+        try:
+            handles.append(model.patch_embed.register_forward_hook(
+                lambda module, args, out: emit_tokens("raw", out)))
+            # the input of patch_drop is the output of _pos_embed: z + PE with prefix tokens
+            handles.append(model.patch_drop.register_forward_pre_hook(
+                lambda module, args: emit_tokens("pe", args[0])))
+            for index, block in enumerate(model.blocks, start=1):
+                handles.append(block.register_forward_hook(
+                    lambda module, args, out, layer=str(index): emit_tokens(layer, out)))
+                if attention:
+                    handles.append(_trace_attention(block.attn, index, sinks))
+            handles.append(model.norm.register_forward_hook(
+                lambda module, args, out: emit_tokens("head", out)))
+            yield layout
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+@contextmanager
+def unfused_attention(model: VisionTransformer) -> Iterator[None]:
+    """While active, every block runs timm's unfused attention (``fused_attn = False``), the path
+    whose weights pass through ``attn_drop``; each block's own flag is restored on exit."""
+    flags = [block.attn.fused_attn for block in model.blocks]
     try:
-        handles.append(model.patch_embed.register_forward_hook(
-            lambda module, args, out: emit_tokens("raw", out)))
-        # the input of patch_drop is the output of _pos_embed: z + PE with prefix tokens
-        handles.append(model.patch_drop.register_forward_pre_hook(
-            lambda module, args: emit_tokens("pe", args[0])))
-        for index, block in enumerate(model.blocks, start=1):
-            handles.append(block.register_forward_hook(
-                lambda module, args, out, layer=str(index): emit_tokens(layer, out)))
-            if attention:
-                block.attn.fused_attn = False
-                handles.append(_trace_attention(block.attn, index, sinks))
-        handles.append(model.norm.register_forward_hook(
-            lambda module, args, out: emit_tokens("head", out)))
-        yield layout
+        for block in model.blocks:
+            block.attn.fused_attn = False
+        yield
     finally:
-        for handle in handles:
-            handle.remove()
-        for block, flag in zip(model.blocks, fused_flags):
+        for block, flag in zip(model.blocks, flags):
             block.attn.fused_attn = flag
 
 
