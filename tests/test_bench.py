@@ -11,7 +11,8 @@ from vitphase_lib import bench, metrics
 from vitphase_lib.analysis import PassConfig
 from vitphase_lib.bench import (CAPTURE, CAPTURE_NO_ATTN, CAPTURE_NO_METRICS, CAPTURE_PROFILE,
                                 CAPTURE_PROFILE_NO_ACI,
-                                DIAGNOSTIC_VARIANTS, PLAIN, PLAIN_UNFUSED, BenchCase, BenchPlan,
+                                DIAGNOSTIC_VARIANTS, GEOMETRY_PASS, PLAIN, PLAIN_UNFUSED,
+                                BenchCase, BenchPlan,
                                 BenchReport, ModelSpec, ProfileShare, RandomImages,
                                 accumulator_classes,
                                 benchmarked_classes, format_report, make_accumulators,
@@ -261,6 +262,45 @@ def test_no_aci_variant_leaves_out_the_aci_only(spec, monkeypatch):
     for block in range(1, TINY.depth + 1):
         assert graph.sums[f"{block}/aci_images"] == 0 and float(graph.sums[f"{block}/aci"]) == 0
         assert graph.sums[f"{block}/images"] == 8 and f"{block}/ccc" in graph.sums
+
+
+def test_geometry_pass_runs_what_the_book_runs(spec, monkeypatch):
+    """'geometry pass' is analysis.geometry_tables: token similarity and top-1 with the fused
+    attention, and its tables come out as in the book."""
+    import vitphase_lib.analysis as analysis
+    real_run_pass, calls, tables = analysis.run_pass, [], []
+
+    def recording_run_pass(model, dataset, sinks, config, attention=None, desc="pass"):
+        calls.append(([type(s).__name__ for s in sinks], attention))
+        real_run_pass(model, dataset, sinks, config, attention=attention, desc=desc)
+
+    def recording_geometry_tables(*args, **kwargs):
+        tables.append(real_geometry_tables(*args, **kwargs))
+        return tables[-1]
+
+    real_geometry_tables = analysis.geometry_tables
+    monkeypatch.setattr(analysis, "run_pass", recording_run_pass)
+    monkeypatch.setattr(analysis, "geometry_tables", recording_geometry_tables)
+    config = PassConfig(batch_size=4, progress=False)
+    seconds = bench._run_variant(GEOMETRY_PASS, spec.build(), random_images(8, 1, 28), config)
+    assert seconds > 0
+    assert calls == [(["TokenGeometry", "Top1"], False)]
+    (result,) = tables
+    assert len(result["per_layer"]) == TINY.depth + 3  # raw, pe, the blocks, head
+    assert 0 <= float(result["summary"]["top1"].iloc[0]) <= 100  # percent
+
+
+def test_full_plan_times_the_geometry_pass():
+    assert GEOMETRY_PASS in bench.default_plan(quick=False).variants
+
+
+def test_report_shows_the_geometry_pass(spec):
+    t = time_passes(spec.build(), random_images(4, 1, 28), batch_size=4, repeats=1,
+                    variants=(PLAIN, CAPTURE, GEOMETRY_PASS), label="tiny")
+    text = format_report(BenchReport(device="cpu", threads=1, timings=[t], memory=[], seconds=1.0))
+    geometry = t.median(GEOMETRY_PASS)
+    assert f"{geometry * 1e3:.0f} ms ({geometry / t.plain:.2f}x)" in text
+    assert "once per alpha of the PE-scaling sweep" in text
 
 
 def test_report_shows_the_no_aci_floor(spec):

@@ -30,7 +30,10 @@ Two questions, each with a target:
   :meth:`vitphase_lib.study.Study.from_profile`, so a profile without a cap gets the Study
   default). Its ratio to plain, with its own verdict, is what the book's analysis pass costs.
   The full run also times ``capture, caps, no ACI``: the same pass with the ACI on no image (the
-  PCA still capped), i.e. the floor a free |lambda_2| would leave.
+  PCA still capped), i.e. the floor a free |lambda_2| would leave, and ``geometry pass``: the
+  book's other kind of pass (:func:`vitphase_lib.analysis.geometry_tables`: token similarity,
+  the PE Dominance Ratio and top-1, with fused attention), which the PE-scaling sweep runs once
+  per alpha (six alphas per model in the default profile, each over its ``n_images``).
 
 * **Memory.** Is the pass's peak memory flat in the number of images? Each measurement runs in a
   fresh subprocess (``python -c``) that builds the model, streams ``n`` images through
@@ -115,6 +118,9 @@ CAPTURE_PROFILE = "capture, profile caps"
 # the same without the ACI (on no image): what the book's pass would cost if |lambda_2| were free
 CAPTURE_PROFILE_NO_ACI = "capture, caps, no ACI"
 CAPPED_VARIANTS = (CAPTURE_PROFILE, CAPTURE_PROFILE_NO_ACI)  # both need aci_images and pca_images
+# the other pass the book runs: analysis.geometry_tables (token similarity, PE Dominance Ratio,
+# top-1; fused attention), once per alpha of the PE-scaling sweep
+GEOMETRY_PASS = "geometry pass"
 
 
 # --------------------------------------------------------------------------- accumulators
@@ -422,7 +428,7 @@ def _run_variant(variant: str, model: torch.nn.Module, dataset: Dataset, config,
     """Seconds for one pass of ``variant``; with ``clock``, the capture variants also add the time
     spent in each accumulator's callbacks to it. ``aci_images`` and ``pca_images`` are the ACI
     and PCA caps of ``capture, profile caps`` (both required there, unused elsewhere)."""
-    from .analysis import run_pass
+    from .analysis import geometry_tables, run_pass
     device = torch.device(config.device)
     _sync(device)
     start = time.perf_counter()
@@ -433,6 +439,8 @@ def _run_variant(variant: str, model: torch.nn.Module, dataset: Dataset, config,
             _plain_pass(model, dataset, config)
     elif variant == CAPTURE_NO_METRICS:
         run_pass(model, dataset, [], config, attention=True, desc="bench")
+    elif variant == GEOMETRY_PASS:
+        geometry_tables(model, dataset, config, desc="bench")
     elif variant in (CAPTURE, CAPTURE_NO_ATTN, *CAPPED_VARIANTS):
         # fresh accumulators every time: building them is part of a real pass
         sinks = make_accumulators(model)
@@ -704,14 +712,14 @@ class BenchPlan:
 
 
 def default_plan(quick: bool) -> BenchPlan:
-    """Full: 5 interleaved repeats of 7 variants (the diagnostic ones, ``capture, profile caps``
-    and ``capture, caps, no ACI``); mini-B over 500 images in batches of 250 (two batches),
-    ViT-B/16 over 32 images in batches of 8 (four); memory at 500 / 2000 (mini-B) and 16 / 64
-    (ViT-B) images, at the timing batch sizes. What a capture pass pays once, whatever its
-    length, weighs more in these short runs than in the book's (2 000 and 10 000 images), so the
-    ratios are upper bounds: for ViT-B/16 that is mostly allocating the float64 sums of its
-    1 000 classes (CollapseMoments), about 0.2 s per pass here, 0.09x of a 16-image pass and
-    0.04x of a 32-image one.
+    """Full: 5 interleaved repeats of 8 variants (the diagnostic ones, ``capture, profile caps``,
+    ``capture, caps, no ACI`` and ``geometry pass``); mini-B over 500 images in batches of 250
+    (two batches), ViT-B/16 over 32 images in batches of 8 (four); memory at 500 / 2000 (mini-B)
+    and 16 / 64 (ViT-B) images, at the timing batch sizes. What a capture pass pays once,
+    whatever its length, weighs more in these short runs than in the book's (2 000 and 10 000
+    images), so the ratios are upper bounds: for ViT-B/16 that is mostly allocating the float64
+    sums of its 1 000 classes (CollapseMoments), about 0.2 s per pass here, 0.09x of a 16-image
+    pass and 0.04x of a 32-image one.
 
     Quick (a smoke run): 2 repeats of plain, capture and capture with the profile's caps over
     one batch of 100 (mini-B) and of 4 (ViT-B; its profile shares round up to one of the four
@@ -739,7 +747,7 @@ def default_plan(quick: bool) -> BenchPlan:
                   profile="default"),
         BenchCase(ModelSpec.timm(vit_b, batch_size=8, label="ViT-B/16"), timing_images=32,
                   memory_n=16, profile="paper"),
-    ), repeats=5, variants=(*DIAGNOSTIC_VARIANTS, *CAPPED_VARIANTS))
+    ), repeats=5, variants=(*DIAGNOSTIC_VARIANTS, *CAPPED_VARIANTS, GEOMETRY_PASS))
 
 
 @dataclass
@@ -855,7 +863,7 @@ def format_report(report: BenchReport) -> str:
     extra = [t for t in report.timings if set(t.seconds) - {PLAIN, CAPTURE, CAPTURE_PROFILE}]
     if extra:
         out += ["", "Where the overhead goes (medians; ratios to plain)"]
-        variants = [v for v in (*DIAGNOSTIC_VARIANTS, CAPTURE_PROFILE_NO_ACI)
+        variants = [v for v in (*DIAGNOSTIC_VARIANTS, CAPTURE_PROFILE_NO_ACI, GEOMETRY_PASS)
                     if all(v in t.seconds for t in extra)]
         rows = [[t.model, *[f"{t.median(v) * 1e3:.0f} ms ({t.median(v) / t.plain:.2f}x)" for v in variants]]
                 for t in extra]
@@ -864,6 +872,10 @@ def format_report(report: BenchReport) -> str:
             out.append(f"'{CAPTURE_PROFILE_NO_ACI}': '{CAPTURE_PROFILE}' with the ACI on no image "
                        "(the PCA still capped): what the book's pass would cost if |lambda_2| "
                        "were free.")
+        if GEOMETRY_PASS in variants:
+            out.append(f"'{GEOMETRY_PASS}': the book's other pass (analysis.geometry_tables: "
+                       "token similarity, PE Dominance Ratio and top-1, fused attention), run "
+                       "once per alpha of the PE-scaling sweep.")
     timed = [t for t in report.timings if t.callback_seconds]
     if timed:
         out += ["", "Time inside each accumulator's callbacks during 'capture' (median per pass; "
