@@ -218,7 +218,7 @@ def _interrupt_evaluation_called_from(monkeypatch, caller: str):
 def test_interrupt_during_epoch_end_evaluation_keeps_one_log_row_per_epoch(tmp_path, train_set,
                                                                           test_set, monkeypatch):
     with monkeypatch.context() as m:
-        fired = _interrupt_evaluation_called_from(m, "run")
+        fired = _interrupt_evaluation_called_from(m, "_run")
         with pytest.raises(KeyboardInterrupt):
             make_trainer(tmp_path, train_set, test_set).run()
         assert fired["done"]

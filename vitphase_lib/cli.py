@@ -22,11 +22,17 @@ DEFAULT_ZOO = ["mini-s", "mini-b", "mini-l"]
 
 def _zoo_train(args: argparse.Namespace) -> int:
     from .data import load_fashion_mnist
-    from .models import ALL_MINI_CONFIGS
+    from .models import ALL_MINI_CONFIGS, VARIANT_GROUPS, VARIANTS
     from .train import Trainer
-    from .zoo import ZOO_TRAINING, training_dir
+    from .zoo import ZOO_TRAINING, monitor_spec, training_dir
 
-    names = args.model or DEFAULT_ZOO
+    names = list(args.model or [])
+    for group in getattr(args, "group", None) or []:
+        if group not in VARIANT_GROUPS:
+            print(f"unknown variant group {group!r}; choose from {list(VARIANT_GROUPS)}", file=sys.stderr)
+            return 2
+        names += [n for n, v in VARIANTS.items() if v.group == group and n.startswith(args.scale)]
+    names = list(dict.fromkeys(names or DEFAULT_ZOO))
     unknown = [n for n in names if n not in ALL_MINI_CONFIGS]
     if unknown:
         print(f"unknown zoo model(s) {unknown}; choose from {sorted(ALL_MINI_CONFIGS)}", file=sys.stderr)
@@ -34,7 +40,7 @@ def _zoo_train(args: argparse.Namespace) -> int:
     train_set, test_set = load_fashion_mnist("train"), load_fashion_mnist("test")
     for name in names:
         trainer = Trainer(ALL_MINI_CONFIGS[name], ZOO_TRAINING[name], train_set, test_set,
-                          training_dir(name), progress=not args.quiet)
+                          training_dir(name), progress=not args.quiet, monitor=monitor_spec(name))
         state = trainer.run()
         last = state.log[-1] if state.log else {}
         print(f"{name}: {state.step} steps, test top-1 {last.get('test_top1', float('nan')):.2f}%, "
@@ -49,7 +55,7 @@ def _zoo_ensure(args: argparse.Namespace) -> int:
     if not missing:
         return 0
     print(f"zoo: {missing} not shipped in zoo/; training them (resumable, see README 'Mini zoo')")
-    return _zoo_train(argparse.Namespace(model=missing, quiet=args.quiet))
+    return _zoo_train(argparse.Namespace(model=missing, quiet=args.quiet, group=None, scale="mini"))
 
 
 def _zoo_ship(args: argparse.Namespace) -> int:
@@ -138,7 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     zoo = commands.add_parser("zoo", help="train, ship and verify the mini zoo")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
     train = zoo_commands.add_parser("train", help="train (or resume) zoo models")
-    train.add_argument("--model", nargs="+", help="mini-s, mini-b, mini-l (default: all three)")
+    train.add_argument("--model", nargs="+", help="zoo or variant models, e.g. mini-b mini-s-d24 "
+                       "(default, without --group: mini-s, mini-b, mini-l)")
+    train.add_argument("--group", nargs="+", help="every variant of these groups: depth, pooling, "
+                       "pe, hub, seed, mlp")
+    train.add_argument("--scale", default="mini", choices=["mini", "tiny"],
+                       help="with --group: the variant zoo (mini) or its tiny twin (tiny)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_zoo_train)
     ensure = zoo_commands.add_parser("ensure", help="train the default zoo models not shipped")

@@ -12,6 +12,7 @@ import math
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,12 +49,26 @@ class TrainConfig:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class MonitorSpec:
+    """The training-time monitor of a zoo run (:class:`vitphase_lib.monitor.Monitor`): the first
+    ``probe_images`` test images, evaluated before the first step, at ``fractions`` of training
+    and after every epoch; its log is ``monitor.csv`` beside the checkpoints."""
+
+    probe_images: int = 1000
+    metrics: tuple[str, ...] = ("similarity", "attention", "pe", "top1", "isi")
+    aci_images: int = 64
+    infox_dims: int = 8
+    fractions: tuple[float, ...] = (0.01, 0.02, 0.05, 0.10)
+
+
 @dataclass
 class TrainState:
     step: int = 0
     log: list[dict] = field(default_factory=list)        # one row per finished epoch
     snapshots: list[dict] = field(default_factory=list)  # one row per saved snapshot
     train_seconds: float = 0.0
+    monitor_seconds: float = 0.0
 
 
 def _generator(seed: int, *keys: int) -> torch.Generator:
@@ -126,12 +141,29 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+@contextmanager
+def _run_lock(run_dir: Path):
+    """One process trains a run at a time: a second one is refused at once (waiting would only
+    repeat the first one's work)."""
+    from filelock import FileLock, Timeout
+    lock = FileLock(run_dir / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RuntimeError(f"{run_dir} is being trained by another process; wait for it to "
+                           "finish (or stop it) and run the command again") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 class Trainer:
     """Trains one model into ``run_dir``; ``run()`` resumes from ``run_dir/state.pt`` if present."""
 
     def __init__(self, model_config: MiniViTConfig, train_config: TrainConfig,
                  train_set: ImageSet, test_set: ImageSet, run_dir: str | Path,
-                 progress: bool = True):
+                 progress: bool = True, monitor: MonitorSpec | None = None):
         self.model_config = model_config
         self.config = train_config
         self.train_set = train_set if train_config.n_train is None else train_set.subset(
@@ -145,11 +177,32 @@ class Trainer:
         self.warmup_steps = max(1, round(train_config.warmup_epochs * self.steps_per_epoch))
         self.snapshot_steps = sorted({max(1, round(f * self.total_steps))
                                       for f in train_config.snapshot_fractions})
+        self.monitor_spec = monitor
+        self.monitor_steps = set() if monitor is None else {
+            0, *(max(1, round(f * self.total_steps)) for f in monitor.fractions),
+            *range(self.steps_per_epoch, self.total_steps + 1, self.steps_per_epoch)}
 
     # ----------------------------------------------------------------- state on disk
     @property
     def state_path(self) -> Path:
         return self.run_dir / "state.pt"
+
+    @property
+    def monitor_path(self) -> Path:
+        return self.run_dir / "monitor.csv"
+
+    def _monitor(self, state: TrainState):
+        """The run's monitor, its log cut back to the resumed step (later rows are recomputed,
+        from the same weights: the training is deterministic)."""
+        if self.monitor_spec is None:
+            return None
+        from .monitor import Monitor
+        spec = self.monitor_spec
+        probe = self.test_set.subset(torch.arange(min(spec.probe_images, len(self.test_set))))
+        monitor = Monitor(probe.images, probe.labels, log=self.monitor_path, metrics=spec.metrics,
+                          aci_images=spec.aci_images, infox_dims=spec.infox_dims)
+        monitor.truncate(state.step)
+        return monitor
 
     def _fingerprint(self) -> dict:
         """What determines the weights; a saved state with another fingerprint is not resumed."""
@@ -197,12 +250,19 @@ class Trainer:
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> TrainState:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with _run_lock(self.run_dir):
+            return self._run()
+
+    def _run(self) -> TrainState:
         torch.set_num_threads(self.config.threads)
         torch.use_deterministic_algorithms(True)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         model, optimizer, state = self._load_or_init()
         if state.step >= self.total_steps:
             return state
+        monitor = self._monitor(state)
+        if monitor is not None and state.step == 0:
+            monitor(model, step=0, epoch=0.0, force=True)
         model.train()
         last_save = time.monotonic()
         bar = tqdm(total=self.total_steps, initial=state.step, desc=self.model_config.name,
@@ -241,6 +301,10 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
                 if state.step in self.snapshot_steps:
                     self._snapshot(model, state)
+                if monitor is not None and state.step in self.monitor_steps:
+                    t0 = time.monotonic()
+                    monitor(model, step=state.step, epoch=state.step / self.steps_per_epoch, force=True)
+                    state.monitor_seconds += time.monotonic() - t0
                 if state.step % self.steps_per_epoch == 0:
                     state.log.append({
                         "epoch": state.step // self.steps_per_epoch,

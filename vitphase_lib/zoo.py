@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -17,9 +18,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .io import sha256_file
-from .models import ALL_MINI_CONFIGS, TINY_ZOO, MiniViTConfig, build_mini_vit
+from .models import ALL_MINI_CONFIGS, TINY_ZOO, VARIANTS, MiniViTConfig, build_mini_vit
 from .numerics import portable_requested
-from .train import TrainConfig
+from .train import MonitorSpec, TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_ZOO_DIR = REPO_ROOT / "zoo"
@@ -28,7 +29,8 @@ SHIPPED_ZOO_DIR = REPO_ROOT / "zoo"
 def shipped_dir(name: str) -> Path:
     """Where a zoo model is shipped: ``zoo/tiny/`` for the smoke profile's tiny zoo, else
     ``zoo/``."""
-    return SHIPPED_ZOO_DIR / "tiny" if name in TINY_ZOO else SHIPPED_ZOO_DIR
+    base = VARIANTS[name].base if name in VARIANTS else name
+    return SHIPPED_ZOO_DIR / "tiny" if base in TINY_ZOO else SHIPPED_ZOO_DIR
 
 
 class CheckpointError(RuntimeError):
@@ -60,6 +62,19 @@ ZOO_TRAINING: dict[str, TrainConfig] = {
                          warmup_epochs=0.3, snapshot_fractions=(1.0,), threads=1)
        for name in ("tiny-s", "tiny-b", "tiny-l")},
 }
+# the variant zoo: the base's recipe (and seed, unless the variant changes it); snapshots at 25%
+# and 100% of training are shipped, the monitor logs the rest of the dynamics
+# and one thread each, so that two variants train side by side on a 2-core machine
+ZOO_TRAINING.update({
+    name: replace(ZOO_TRAINING[variant.base], snapshot_fractions=(0.25, 1.0), threads=1,
+                  **dict(variant.recipe))
+    for name, variant in VARIANTS.items()})
+
+
+def monitor_spec(name: str) -> MonitorSpec:
+    """The training-time monitor every zoo model trains with (its log ships with the weights)."""
+    small = shipped_dir(name) == SHIPPED_ZOO_DIR / "tiny"
+    return MonitorSpec(probe_images=256, aci_images=16) if small else MonitorSpec()
 
 
 def shown_path(path: Path) -> str:
@@ -155,6 +170,12 @@ def ship(names: list[str], target: Path | None = None) -> dict:
                 raise CheckpointError(f"{source} does not match its recorded sha256")
             shutil.copyfile(source, target / snapshot["file"])
         final = record["snapshots"][-1]
+        monitor = {}
+        if (training_dir(name) / "monitor.csv").is_file():
+            log_name = f"{name}-monitor.csv"
+            shutil.copyfile(training_dir(name) / "monitor.csv", target / log_name)
+            monitor = {"monitor_log": {"file": log_name, "sha256": sha256_file(target / log_name)},
+                       "monitor_seconds": record["monitor_seconds"]}
         manifest["models"][name] = {
             "config": record["config"], "train": record["train"], "seed": recipe.seed,
             "data": {"dataset": "fashion-mnist", "train_sha256": checksum},
@@ -166,7 +187,7 @@ def ship(names: list[str], target: Path | None = None) -> dict:
                           for s in record["snapshots"]],
             "steps_done": record["steps_done"],
             # how the training's kernels were pinned (README, 'Portable numerics')
-            "numerics": "portable" if portable_requested() else "native"}
+            "numerics": "portable" if portable_requested() else "native", **monitor}
     atomic_write_json(manifest, target / "manifest.json")
     return manifest
 
@@ -182,7 +203,7 @@ def _local_record(name: str) -> dict:
     state = torch.load(state_path, map_location="cpu", weights_only=False)["state"]
     return {"config": ALL_MINI_CONFIGS[name].to_dict(), "train": ZOO_TRAINING[name].to_dict(),
             "log": state["log"], "snapshots": state["snapshots"], "steps_done": state["step"],
-            "train_seconds": state["train_seconds"]}
+            "train_seconds": state["train_seconds"], "monitor_seconds": state.get("monitor_seconds", 0.0)}
 
 
 def verify(target: Path | None = None) -> list[str]:
