@@ -474,3 +474,14 @@ def test_both_plans_time_the_profile_variant_with_the_book_profiles():
             share = ProfileShare.read(case.profile)
             for cap in ("aci", "pca"):
                 assert 1 <= share.images(case.timing_images, cap) <= case.timing_images
+
+
+def test_monitor_is_timed_beside_a_training_epoch():
+    from vitphase_lib.bench_monitor import TARGET, format_monitor, time_monitor
+    timing = time_monitor("tiny-s", repeats=1, steps=2, probe_images=32)
+    assert timing.steps_per_epoch == 938  # 60 000 images in batches of 64 (tiny-s's recipe)
+    assert timing.step_seconds > 0 and timing.default_seconds > 0 and timing.zoo_seconds > 0
+    assert timing.epoch_seconds == timing.step_seconds * 938
+    report = format_monitor(timing)
+    assert ("PASS" if timing.default_share <= TARGET else "MISS") in report
+    assert f"{timing.zoo_share:.1%}" in report

@@ -945,4 +945,8 @@ def main(args: argparse.Namespace) -> int:
     plan = default_plan(bool(getattr(args, "quick", False)))
     report = run_benchmark(plan, device, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_report(report))
+    from .bench_monitor import format_monitor, time_monitor
+    print("[bench] the training-time monitor beside a training epoch ...", file=sys.stderr, flush=True)
+    quick = bool(getattr(args, "quick", False))
+    print(format_monitor(time_monitor(repeats=1 if quick else 3, steps=5 if quick else 40)))
     return 0
