@@ -324,3 +324,35 @@ def test_learning_rate_warmup_as_long_as_training():
     config = TrainConfig(epochs=1, lr=2e-3, min_lr=0.0)
     lrs = [learning_rate(s, 4, 4, config) for s in range(4)]
     assert lrs == pytest.approx([5e-4, 1e-3, 1.5e-3, 2e-3])
+
+
+@pytest.mark.parametrize("changes", [
+    {"hub": "forced", "hub_blocks": 1, "shared_mlp": True},
+    {"pos_embed": "sincos", "pe_scale": 0.5, "hub": "removed", "hub_blocks": 1},
+    {"class_token": False},
+])
+def test_interrupted_variant_resumes_to_the_same_weights(tmp_path, train_set, test_set, monkeypatch,
+                                                         changes):
+    """The variant zoo's architectural changes keep training deterministic and resumable."""
+    model = replace(MODEL, name="variant-test", **changes)
+    make_trainer(tmp_path / "reference", train_set, test_set, model=model).run()
+    with monkeypatch.context() as m:
+        StepCounter(m, at=9, exc="SIGINT")
+        with pytest.raises(KeyboardInterrupt):
+            make_trainer(tmp_path / "resumed", train_set, test_set, model=model).run()
+    make_trainer(tmp_path / "resumed", train_set, test_set, model=model).run()
+    assert_same_weights(tmp_path / "reference", tmp_path / "resumed")
+    weights = saved(tmp_path / "resumed")["model"]
+    if changes.get("pos_embed") == "sincos":  # the fixed embedding is never trained
+        torch.manual_seed(CONFIG.seed)
+        from vitphase_lib.models import build_mini_vit
+        assert torch.equal(weights["pos_embed"], build_mini_vit(model).state_dict()["pos_embed"])
+
+
+def test_a_second_process_cannot_train_the_same_run(tmp_path, train_set, test_set):
+    from filelock import FileLock
+    tmp_path.mkdir(exist_ok=True)
+    with FileLock(tmp_path / ".lock"):
+        with pytest.raises(RuntimeError, match="another process"):
+            make_trainer(tmp_path, train_set, test_set).run()
+    assert not (tmp_path / "state.pt").exists()

@@ -88,3 +88,76 @@ def by_layer(per_layer: pd.DataFrame, value: str, models) -> pd.DataFrame:
     """A layer x model table of one per-layer value, in network order."""
     table = per_layer.pivot(index="layer", columns="model", values=value)
     return table.loc[layer_order(table.index), list(models)]
+
+
+def analysis_figures(tables: dict[str, pd.DataFrame], model: str) -> dict:
+    """The chapters' figures for one model's tables (those present): similarity (F1), attention
+    (F3; per head with an ``attention_heads`` table), collapse (F4), scrambling (F5) and tradeoff
+    (F6). Returns name -> matplotlib figure."""
+    figures = {}
+    per_layer = tables["per_layer"].assign(model=model)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    frame = with_depth_axes(per_layer)
+    for ax, column, label in zip(axes, ("centered_similarity", "raw_similarity"),
+                                 ("centered similarity", "raw similarity")):
+        ax.plot(frame.block, frame[column], marker="o", ms=4)
+        ax.set(xlabel="block (-1 = raw patches, 0 = + positional encoding)", ylabel=label)
+    fig.suptitle(f"{model}: token similarity per layer")
+    fig.tight_layout()
+    figures["similarity"] = fig
+    if "attention" in tables:
+        attention = tables["attention"]
+        heads = tables.get("attention_heads")
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        for ax, column, label in zip(axes, ("cls_centrality", "aci"),
+                                     ("CLS centrality", "Attention Consensus Index")):
+            if heads is not None:
+                for head, curve in heads.groupby("head"):
+                    ax.plot(curve.block, curve[column], lw=0.8, alpha=0.5, color="grey",
+                            label="one head" if head == 1 else None)
+            ax.plot(attention.block, attention[column], marker="o", ms=4, label="heads averaged")
+            if column == "cls_centrality":
+                ax.plot(attention.block, attention.uniform_baseline, ls="--", color="k", lw=0.8,
+                        label="uniform share")
+            ax.set(xlabel="block", ylabel=label)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"{model}: attention graph per block")
+        fig.tight_layout()
+        figures["attention"] = fig
+    if "collapse" in tables:
+        collapse = with_depth_axes(tables["collapse"].assign(model=model))
+        metrics = [c for c in ("nc1", "nc2", "nc3", "nc4") if c in collapse]
+        fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
+        for ax, metric in zip(axes[0], metrics):
+            for feature, curve in collapse.groupby("feature"):
+                ax.plot(curve.block, curve[metric], marker="o", ms=3, label=feature)
+            ax.set(xlabel="block", title=metric.upper())
+            if metric == "nc1":
+                ax.set_yscale("log")
+            ax.legend(fontsize=8)
+        fig.suptitle(f"{model}: Neural Collapse per layer")
+        fig.tight_layout()
+        figures["collapse"] = fig
+    if "scrambling" in tables:
+        scrambling = with_depth_axes(tables["scrambling"].assign(model=model))
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        for column, label in (("infox_self", "InfoX self"), ("infox_all", "InfoX all")):
+            axes[0].plot(scrambling.block, scrambling[column], marker="o", ms=4, label=label)
+        axes[0].set(xlabel="block", ylabel="held-out R^2")
+        axes[0].legend(fontsize=8)
+        axes[1].plot(scrambling.block, scrambling.isi, marker="o", ms=4)
+        axes[1].set(xlabel="block", ylabel="Information Scrambling Index")
+        fig.suptitle(f"{model}: information scrambling per layer")
+        fig.tight_layout()
+        figures["scrambling"] = fig
+    if "probes" in tables and "scrambling" in tables:
+        probes = tables["probes"].merge(tables["scrambling"][["layer", "isi"]], on="layer")
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for feature, curve in probes.groupby("feature"):
+            ax.plot(curve.isi, curve.probe_top1, marker="o", ms=4, label=f"{feature} token probe")
+        ax.set(xlabel="Information Scrambling Index", ylabel="probe top-1 (%)",
+               title=f"{model}: information-task trade-off")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        figures["tradeoff"] = fig
+    return figures

@@ -146,3 +146,46 @@ class AttentionGraph(Accumulator):
                 "images": int(images), "aci_images": int(float(self.sums[f"{block}/aci_images"])),
             })
         return pd.DataFrame(rows)
+
+
+class AttentionHeads(Accumulator):
+    """Per block and head: CLS centrality and ACI of each head's own attention, which the
+    head-averaged graph (:class:`AttentionGraph`) mixes: which heads keep the [CLS] hub to the end
+    and which marginalize it. The ACI of every head costs ``heads`` times the averaged one, so
+    it has its own cap, ``aci_max_images``."""
+
+    name = "attention-heads"
+
+    def __init__(self, layout: ViTLayout, aci_max_images: int | None = None):
+        super().__init__(layout)
+        check_max_images("head_aci_max_images", aci_max_images)
+        self.aci_max_images = aci_max_images
+
+    def on_head_attention(self, block: int, weights: torch.Tensor) -> None:
+        prefix = self.layout.num_prefix_tokens
+        batch, heads = weights.shape[:2]
+        self.add(f"{block}/images", batch)
+        if self.layout.has_cls:
+            self.add(f"{block}/ccc", weights[:, :, prefix:, 0].mean(dim=2).sum(dim=0))  # (heads,)
+        take = self.images_to_take(batch, self.aci_max_images)
+        aci = (consensus_index(weights[:take].flatten(0, 1), prefix).view(take, heads) if take
+               else weights.new_zeros((0, heads), dtype=torch.float64))
+        self.add(f"{block}/aci", aci.sum(dim=0))
+        self.add(f"{block}/aci_sq", aci.square().sum(dim=0))
+        self.add(f"{block}/aci_images", take)
+
+    def result(self) -> pd.DataFrame:
+        rows = []
+        for block in range(1, self.layout.num_blocks + 1):
+            images = float(self.sums[f"{block}/images"])
+            taken = float(self.sums[f"{block}/aci_images"])
+            aci, aci_sq = self.sums[f"{block}/aci"].cpu(), self.sums[f"{block}/aci_sq"].cpu()
+            ccc = self.sums[f"{block}/ccc"].cpu() / images if self.layout.has_cls else None
+            for head in range(len(aci)):
+                rows.append({
+                    "block": block, "layer": str(block), "head": head + 1,
+                    "cls_centrality": float(ccc[head]) if ccc is not None else math.nan,
+                    "aci": float(aci[head]) / taken if taken else math.nan,
+                    "aci_sem": _standard_error(float(aci[head]), float(aci_sq[head]), taken),
+                    "images": int(images), "aci_images": int(taken)})
+        return pd.DataFrame(rows)

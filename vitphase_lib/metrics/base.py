@@ -49,6 +49,9 @@ class Accumulator:
     def on_attention(self, block: int, attention: torch.Tensor) -> None:
         pass
 
+    def on_head_attention(self, block: int, weights: torch.Tensor) -> None:
+        """Each head's attention (B, heads, T, T), float32; traced only for sinks that define it."""
+
     def on_logits(self, logits: torch.Tensor) -> None:
         pass
 
@@ -99,7 +102,11 @@ class Accumulator:
 
     @classmethod
     def reads_attention(cls) -> bool:
-        return cls.on_attention is not Accumulator.on_attention
+        return cls.on_attention is not Accumulator.on_attention or cls.reads_head_attention()
+
+    @classmethod
+    def reads_head_attention(cls) -> bool:
+        return cls.on_head_attention is not Accumulator.on_head_attention
 
     def result(self) -> pd.DataFrame:
         raise NotImplementedError
