@@ -181,3 +181,57 @@ if not cls_models.empty:
         + ("no model starts with a [CLS] hub to marginalise."
            if hub.ccc_first_x_uniform < claims.HUB_MIN_X_UNIFORM
            else "the first block does route attention through [CLS].")))
+
+# %% [markdown]
+# ## Head by head
+#
+# The head-averaged graph can hide a hub that a few heads keep while the others look elsewhere.
+# With `per_head` on (the default and smoke profiles; off in the paper profile for its cost),
+# {numref}`fig-f3-heads` shows every head's CLS centrality per block as a multiple of the uniform
+# share, and {numref}`tab-t6-heads` counts, at the last block, the heads that still give [CLS]
+# more than its even share and those that marginalize it.
+
+# %%
+heads = (study.collect("analysis", "attention_heads")
+         if study.per_head and not cls_models.empty else None)
+if heads is None:
+    display(Markdown("Per-head attention is not computed in this build (`per_head` is off, or no "
+                     "model has a [CLS] token)."))
+
+# %% mystnb={"figure": {"caption": "CLS centrality of every head (rows) in every block (columns), as a multiple of the uniform share 1/(P+N), log colour scale: red heads keep the [CLS] hub, blue ones marginalize it.", "name": "fig-f3-heads"}}
+if heads is not None:
+    import numpy as np
+    from matplotlib.colors import LogNorm
+    heads = heads[heads.model.isin(cls_models.model)].copy()
+    uniform = attention.groupby("model").uniform_baseline.first()
+    heads["x_uniform"] = heads.cls_centrality / heads.model.map(uniform)
+    fig, axes = plt.subplots(1, heads.model.nunique(), figsize=(4.2 * heads.model.nunique(), 3.2),
+                             squeeze=False)
+    norm = LogNorm(vmin=heads.x_uniform.min(), vmax=heads.x_uniform.max())
+    for ax, (model, table) in zip(axes[0], heads.groupby("model", sort=False)):
+        grid = table.pivot(index="head", columns="block", values="x_uniform")
+        image = ax.imshow(grid.to_numpy(), aspect="auto", cmap="coolwarm", norm=norm,
+                          extent=(0.5, grid.shape[1] + 0.5, grid.shape[0] + 0.5, 0.5))
+        ax.set(title=model, xlabel="block", ylabel="head")
+    fig.colorbar(image, ax=axes[0].tolist(), label="CLS centrality / uniform share")
+    plt.show()
+
+# %%
+if heads is not None:
+    last = heads[heads.block == heads.groupby("model").block.transform("max")]
+    t6_heads = last.groupby("model", sort=False).agg(
+        heads=("head", "size"), keep_hub=("x_uniform", lambda x: int((x > 1).sum())),
+        marginalize=("x_uniform", lambda x: int((x <= 1).sum())),
+        most_central=("x_uniform", "max"), least_central=("x_uniform", "min"),
+        head_averaged=("model", lambda m: float(attention[(attention.model == m.iloc[0])
+                                                          & (attention.block == last.block[m.index].iloc[0])]
+                                                .cls_centrality.iloc[0] / uniform[m.iloc[0]]))).reset_index()
+    display(plotting.myst_table(
+        t6_heads, "Heads of the last block that give [CLS] more than the uniform share (keep the "
+        "hub) and those that do not (marginalize it), with the largest and smallest head and the "
+        "head-averaged centrality as multiples of the uniform share.", "tab-t6-heads", floatfmt=".2f"))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+if heads is not None:
+    print(t6_heads.round(3).to_string(index=False))

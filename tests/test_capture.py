@@ -346,6 +346,27 @@ def test_an_attention_mask_keeps_the_batch_in_one_piece(mini, monkeypatch):
     assert no_hooks_left(mini)
 
 
+def test_a_mask_shared_by_every_image_still_runs_in_chunks(mini, monkeypatch):
+    """A (T, T) mask broadcasts over the images: each chunk gets all of it."""
+    chunks_of(2, monkeypatch)
+    x = torch.randn(5, 50, MINI.width, generator=torch.Generator().manual_seed(8))
+    mask = torch.zeros(50, 50)
+    mask[:, 25:] = -math.inf
+    attn = mini.blocks[0].attn
+    seen: list[int] = []
+    rec = Recorder()
+    with torch.no_grad():
+        expected = attn(x, attn_mask=mask)  # fused
+        with trace(mini, [rec]):
+            hook = attn.attn_drop.register_forward_hook(
+                lambda module, args, weights: seen.append(weights.shape[0]))
+            out = attn(x, attn_mask=mask)
+            hook.remove()
+    assert seen == [2, 2, 1]
+    assert_close_to_scale(out, expected, rel=1e-6)
+    assert torch.equal(rec.attention[1][..., 25:], torch.zeros(5, 50, 25))
+
+
 def test_is_causal_still_runs_in_chunks(mini, monkeypatch):
     """``is_causal`` is a flag, not a per-image mask: the batch is still split."""
     chunks_of(2, monkeypatch)
@@ -421,8 +442,10 @@ def test_sinks_run_in_full_precision_under_bf16_autocast(mini, mini_images):
 
 def test_non_vit_raises_unsupported_model_error():
     resnet = timm.create_model("resnet18", pretrained=False)
-    with pytest.raises(UnsupportedModelError, match="not a timm VisionTransformer"):
+    with pytest.raises(UnsupportedModelError, match="not a timm VisionTransformer") as error:
         check_vit(resnet)
+    for supported in ("VisionTransformer", "Eva", "Beit", "VisionTransformerRelPos"):
+        assert supported in str(error.value)  # the message lists what is supported
     with pytest.raises(UnsupportedModelError):
         vit_layout(resnet)
     with pytest.raises(UnsupportedModelError):
@@ -494,6 +517,7 @@ def test_scaling_a_model_without_positional_embedding_raises():
     model = VisionTransformer(img_size=28, patch_size=4, in_chans=1, num_classes=4, embed_dim=16,
                               depth=1, num_heads=2, pos_embed="none")
     assert model.pos_embed is None
-    with pytest.raises(UnsupportedModelError, match="positional embedding"):
+    assert vit_layout(model).pe_note == "no position embedding"
+    with pytest.raises(UnsupportedModelError, match="positional embedding.*no position embedding"):
         with scaled_positional_encoding(model, 0.5):
             pass

@@ -24,3 +24,94 @@ def test_notebooks_command_writes_paired_ipynb(capsys):
     assert main(["notebooks"]) == 0
     written = capsys.readouterr().out.split()
     assert written and all(path.endswith(".ipynb") for path in written)
+
+
+# --------------------------------------------------------------------------- user errors
+def truncated_zoo_checkpoint(folder):
+    from safetensors.torch import save_file
+
+    from vitphase_lib.models import TINY_ZOO, build_mini_vit
+    good = folder / "good.safetensors"
+    save_file({k: v.contiguous() for k, v in build_mini_vit(TINY_ZOO["tiny-s"]).state_dict().items()},
+              str(good))
+    truncated = folder / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    return truncated
+
+
+@pytest.fixture
+def no_analysis(monkeypatch):
+    """Study.analysis and pe_scaling record their calls instead of computing."""
+    from vitphase_lib.study import Study
+    calls = []
+
+    def analysis(self, name):
+        calls.append(name)
+        raise AssertionError(f"{name} analysed before every model was checked")
+    monkeypatch.setattr(Study, "analysis", analysis)
+    return calls
+
+
+@pytest.mark.parametrize("settings, match", [
+    (["checkpoints={tiny-s: TRUNCATED}"], "truncated.safetensors"),  # the shipped tiny-s is not used
+    (["models=[tiny-s]", "checkpoints={tiny-l: TRUNCATED}"], "not in 'models'"),
+    (["models=[tiny-s, resnet18]"], "ResNet is not a timm VisionTransformer"),
+    (["models=[tiny-s, vit_bsae_patch16_224]"], "Did you mean vit_base_patch16_224"),
+    (["models=[tiny-x]"], "Did you mean tiny-b, tiny-l, tiny-s"),
+    (["models=5"], "parameter 'models' must be a list"),
+    (["n_images=ten"], "parameter 'n_images' must be int"),
+    (["n_imgaes=10"], "unknown parameter"),
+    (["dataset"], "--set expects KEY=VALUE"),
+])
+def test_user_errors_are_one_message_with_exit_status_2(tmp_path, capsys, no_analysis, settings, match):
+    truncated = truncated_zoo_checkpoint(tmp_path)
+    argv = ["analyse", "--profile", "smoke", "--set", "models=[tiny-s]"]
+    for setting in settings:
+        argv += ["--set", setting.replace("TRUNCATED", str(truncated))]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("vitphase: error: ") and match in captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert no_analysis == []  # refused before the first model's analysis
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["analyse", "--profile", "nonexistent"], "no profile 'nonexistent'"),
+    (["analyse", "--profile", "paper", "--set", "models=[vit_small_patch16_224]", "--set",
+      "device=cpu", "--set", "dataset=/nonexistent/val"], "image folder /nonexistent/val does not exist"),
+    (["book", "--profile", "smoke", "--no-html", "--set", "models=[tiny-x]"], "unknown model 'tiny-x'"),
+    (["estimate", "--profile", "nonexistent"], "no profile 'nonexistent'"),
+])
+def test_every_command_reports_user_errors_as_a_message(capsys, no_analysis, argv, match):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vitphase: error: ") and match in err and "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(no_analysis):
+    from vitphase_lib.loading import UnknownModelError
+    with pytest.raises(UnknownModelError, match="tiny-x"):
+        main(["--debug", "analyse", "--profile", "smoke", "--set", "models=[tiny-x]"])
+
+
+def test_analyse_uses_the_checkpoint_named_for_a_zoo_model(tmp_path, monkeypatch, capsys):
+    """What `vitphase analyse` hands to the analysis is the file's model, not the shipped one."""
+    import pandas as pd
+    from safetensors.torch import save_file
+
+    from vitphase_lib.io import sha256_file
+    from vitphase_lib.models import TINY_ZOO, build_mini_vit
+    from vitphase_lib.study import Study
+    path = tmp_path / "mine.safetensors"
+    save_file({k: v.contiguous() for k, v in build_mini_vit(TINY_ZOO["tiny-s"]).state_dict().items()},
+              str(path))
+    fingerprints = []
+
+    def analysis(self, name):
+        fingerprints.append(self.model(name).fingerprint)
+        return {"summary": pd.DataFrame({"images": [1], "top1": [0.0]})}
+    monkeypatch.setattr(Study, "analysis", analysis)
+    monkeypatch.setattr(Study, "pe_scaling", lambda self, name: {})
+    assert main(["analyse", "--profile", "smoke", "--set", "models=[tiny-s]",
+                 "--set", f"checkpoints={{tiny-s: {path}}}"]) == 0
+    assert fingerprints == [sha256_file(path)]

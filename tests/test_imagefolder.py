@@ -113,6 +113,26 @@ def test_images_are_converted_to_rgb_and_hidden_files_ignored(tmp_path, vit_s):
         assert image.shape == (3, 224, 224)
 
 
+def test_conversions_to_rgb_are_counted_and_logged_once(tmp_path, vit_s, caplog):
+    root = tmp_path / "val"
+    for k in range(3):
+        png(root / "n1" / f"rgb{k}.png")
+    png(root / "n1" / "grey.png", mode="L")
+    png(root / "n2" / "grey.png", mode="L")
+    png(root / "n2" / "rgba.png", colour=(1, 2, 3, 4), mode="RGBA")
+    with caplog.at_level("WARNING", logger="vitphase_lib.imagefolder"):
+        load_image_folder(root, vit_s)
+        load_image_folder(root, vit_s)  # the same folder again (another model of the run)
+    said = [r.getMessage() for r in caplog.records if "not RGB" in r.getMessage()]
+    assert len(said) == 1
+    assert said[0].startswith(f"3 of 6 images in {root} are not RGB (L: 2, RGBA: 1)")
+    caplog.clear()
+    rgb_only = make_fake_imagenet_folder(tmp_path / "rgb", n_classes=2, per_class=2)
+    with caplog.at_level("WARNING", logger="vitphase_lib.imagefolder"):
+        load_image_folder(rgb_only, vit_s)
+    assert not caplog.records  # nothing converted, nothing said
+
+
 # --------------------------------------------------------------------------- preprocessing
 @pytest.mark.parametrize("name", ["vit_small_patch16_224", "vit_tiny_patch16_384",
                                   "deit_tiny_patch16_224"])

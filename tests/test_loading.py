@@ -133,3 +133,91 @@ def test_offline_without_weights_says_what_to_download_and_where_to_put_it(tmp_p
     message = run.stdout
     assert "https://huggingface.co/timm/deit_tiny_distilled_patch16_224.fb_in1k" in message
     assert "checkpoints" in message and "could not be downloaded" in message
+
+
+# --------------------------------------------------------------------------- zoo checkpoints
+def random_zoo_checkpoint(path, name="tiny-s", seed=7):
+    """A safetensors file of ``name``'s architecture with random weights (not the shipped ones)."""
+    from vitphase_lib.models import ALL_MINI_CONFIGS, build_mini_vit
+    torch.manual_seed(seed)
+    model = build_mini_vit(ALL_MINI_CONFIGS[name]).eval()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return model
+
+
+def test_a_checkpoint_for_a_zoo_model_is_what_is_loaded(tmp_path):
+    path = tmp_path / "tiny-s-mine.safetensors"
+    mine = random_zoo_checkpoint(path)
+    shipped = load_model("tiny-s")
+    loaded = load_model("tiny-s", checkpoint=path)
+    assert_same_weights(loaded.model, mine)
+    assert loaded.fingerprint == sha256_file(path) != shipped.fingerprint
+    assert loaded.source == f"local checkpoint {path}" and loaded.kind == "zoo"
+    assert not loaded.model.training
+    folder = load_model("tiny-s", checkpoint=tmp_path)  # the folder holding the file
+    assert folder.fingerprint == loaded.fingerprint
+
+
+def test_a_bad_zoo_checkpoint_fails_loudly(tmp_path):
+    good = tmp_path / "good.safetensors"
+    random_zoo_checkpoint(good)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated.safetensors could not be loaded into tiny-s"):
+        load_model("tiny-s", checkpoint=truncated)
+    with pytest.raises(CheckpointError, match="could not be loaded into tiny-b"):
+        load_model("tiny-b", checkpoint=good)  # tiny-s weights
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model("tiny-s", checkpoint=tmp_path / "missing.safetensors")
+    torch.save({}, tmp_path / "weights.pth")
+    with pytest.raises(CheckpointError, match="not a .safetensors file"):
+        load_model("tiny-s", checkpoint=tmp_path / "weights.pth")
+
+
+# --------------------------------------------------------------------------- suggestions
+def suggested(message: str) -> list[str]:
+    return message.split("Did you mean ")[1].split("?")[0].split(", ")
+
+
+@pytest.mark.parametrize("typed, expected", [
+    ("vit_bsae_patch16_224", "vit_base_patch16_224"),
+    ("vit_bsae_patch16_224.augreg2_in21k_ft_in1k", "vit_base_patch16_224"),
+    ("deit_smal_patch16_224", "deit_small_patch16_224"),
+    ("tiny-x", "tiny-s"),  # tiny-b and tiny-l are as close
+    ("mini-s-d25", "mini-s-d24"),
+])
+def test_an_unknown_name_suggests_the_closest_supported_names(typed, expected):
+    with pytest.raises(UnknownModelError) as info:
+        load_model(typed, pretrained=False)
+    close = suggested(str(info.value))
+    assert expected in close and len(close) <= 5
+    assert not any(name.startswith(("convit", "crossvit", "resnet")) for name in close)  # not ViTs
+
+
+def test_suggestions_are_ranked_by_edit_distance_and_bounded():
+    from vitphase_lib.loading import closest_names, edit_distance, supported_names
+    assert edit_distance("tiny-x", "tiny-s") == 1 and edit_distance("ab", "ba") == 2
+    assert edit_distance("", "abc") == 3
+    assert closest_names("tiny-x", ["tiny-l", "mini-s", "tiny-s", "tiny-b"]) == ["tiny-b", "tiny-l", "tiny-s"]
+    assert closest_names("resnet18", supported_names()) == []  # nothing close: no suggestion
+    names = supported_names()
+    assert {"tiny-s", "mini-l", "vit_base_patch16_224", "deit_small_patch16_224"} <= set(names)
+    assert not {"convit_base", "crossvit_15_dagger_408", "resnet18"} & set(names)
+
+
+def test_an_unknown_pretrained_tag_names_the_closest_tags():
+    with pytest.raises(UnknownModelError, match="no pretrained tag 'augreg_in21k_ft_in1kk'") as info:
+        load_model("vit_small_patch16_224.augreg_in21k_ft_in1kk", pretrained=False)
+    assert "vit_small_patch16_224.augreg_in21k_ft_in1k" in str(info.value)
+
+
+def test_resolve_model_checks_names_and_architectures_without_weights(tmp_path):
+    from vitphase_lib.loading import resolve_model
+    assert resolve_model("tiny-s") == "zoo"
+    assert resolve_model("vit_large_patch16_224") == "timm"  # built on the meta device: instant
+    with pytest.raises(UnsupportedModelError, match="ResNet"):
+        resolve_model("resnet18")
+    with pytest.raises(UnknownModelError):
+        resolve_model("tiny-x")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resolve_model("tiny-s", checkpoint=tmp_path / "missing.safetensors")

@@ -42,8 +42,10 @@ def test_values_equal_the_books_accumulators(model, probe):
     rows = monitor(model, step=0)
     per_layer = geometry_tables(model, probe.as_dataset(), PassConfig(batch_size=16, progress=False))["per_layer"]
     centered = rows[rows.metric == "centered_similarity"].set_index("layer").value
+    # the monitor traces attention (timm's unfused path), the geometry pass does not: the two
+    # compute the same softmax in a different order, so they agree to float32 rounding
     for layer, value in zip(per_layer.layer, per_layer.centered_similarity):
-        assert centered[layer] == pytest.approx(value, abs=1e-9)
+        assert centered[layer] == pytest.approx(value, abs=1e-6)
     attention = AttentionGraph(vit_layout(model), aci_max_images=8)
     run_pass(model, probe.as_dataset(), [attention], PassConfig(batch_size=16, progress=False))
     table = attention.result()

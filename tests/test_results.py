@@ -35,7 +35,8 @@ class Compute:
 
 
 def entries(root):
-    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+    """The cache's entries and anything left beside them, but not the entries' locks."""
+    return sorted(p.name for p in root.iterdir() if p.name != ".locks") if root.exists() else []
 
 
 def test_default_root_is_in_the_session_cache(isolated_cache):
@@ -137,3 +138,88 @@ def test_a_table_without_rows_round_trips(tmp_path):
     result = cached_tables("g", {"x": 5}, Compute({"empty": pd.DataFrame([]),
                                                    "full": tables()["summary"]}), root=tmp_path)
     assert len(result["empty"]) == 0
+
+
+# --------------------------------------------------------------------------- concurrent runs
+def test_a_reader_waits_while_an_entry_is_replaced(tmp_path, monkeypatch):
+    """A forced race: while a refresh puts its new folder in place, a reader asks for the entry.
+    It waits for the lock and reads the new tables; it never sees the folder missing."""
+    import threading
+
+    from vitphase_lib import results
+    cached_tables("g", {"x": 6}, Compute(tables(1.0)), root=tmp_path)
+    real_replace, reader, outcome = os.replace, [], {}
+
+    def read():
+        try:
+            outcome["tables"] = cached_tables("g", {"x": 6}, Compute(error=AssertionError(
+                "the reader found no entry and computed it")), root=tmp_path)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            outcome["error"] = error
+
+    def replace_while_reading(source, target):
+        if not reader:  # the first rename of the refresh: start a reader right then
+            reader.append(threading.Thread(target=read))
+            reader[0].start()
+            reader[0].join(timeout=1.0)  # it blocks on the lock (old code: it reads at once)
+        real_replace(source, target)
+
+    monkeypatch.setattr(results.os, "replace", replace_while_reading)
+    cached_tables("g", {"x": 6}, Compute(tables(2.0)), refresh=True, root=tmp_path)
+    reader[0].join(timeout=30)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["tables"]["summary"]["top1"].iloc[0] == pytest.approx(174.5)  # the new entry
+    assert entries(tmp_path) == [cache_key("g", {"x": 6})]  # the old one is gone, nothing left
+
+
+COMPUTE_ONCE = """
+import sys, time
+import pandas as pd
+from pathlib import Path
+from vitphase_lib.results import cached_tables
+root, folder = Path(sys.argv[1]), Path(sys.argv[2])
+def compute():
+    with (folder / "computed.txt").open("a") as f:
+        f.write("computed\\n")
+    deadline = time.time() + 120
+    while not (folder / "finish").exists() and time.time() < deadline:  # the test says when
+        time.sleep(0.05)
+    return {"t": pd.DataFrame({"value": [1.5, 2.5]})}
+tables = cached_tables("race", {"same": "parameters"}, compute, root=root)
+print(tables["t"]["value"].sum())
+"""
+
+
+def test_two_processes_asking_for_one_entry_compute_it_once(tmp_path):
+    """The second process asks while the first computes: it waits, then reads the first one's
+    entry (old code: both computed)."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    def start():
+        run = subprocess.Popen([sys.executable, "-c", COMPUTE_ONCE, str(tmp_path / "cache"),
+                                str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        err = []
+        threading.Thread(target=lambda: err.extend(run.stderr), daemon=True).start()
+        return run, err
+
+    def wait_for(condition, what):
+        deadline = time.time() + 120
+        while not condition():
+            assert time.time() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.05)
+
+    log = tmp_path / "computed.txt"
+    first, _ = start()
+    wait_for(log.exists, "the first process to compute")
+    second, second_err = start()
+    wait_for(lambda: any("waiting for it to finish" in line for line in second_err)
+             or log.read_text().count("computed") > 1, "the second process to wait or compute")
+    (tmp_path / "finish").touch()
+    for run in (first, second):
+        assert run.wait(timeout=120) == 0
+        assert run.stdout.read().strip() == "4.0"
+    assert log.read_text() == "computed\n"  # computed once: the second read the first one's entry

@@ -95,3 +95,115 @@ def test_dataset_and_model_kinds_must_match(tmp_path):
         study.evaluation_set("vit_small_patch16_224")
     with pytest.raises(ValueError, match="dataset' is not set"):
         Study.from_profile("paper", pretrained=False).evaluation_set("vit_small_patch16_224")
+
+
+# --------------------------------------------------------------------------- checks before computing
+def test_models_must_be_a_list_with_the_message_meant_for_it():
+    from vitphase_lib.errors import ParameterError
+    for value in (5, None, [], ["tiny-s", "tiny-s"]):
+        with pytest.raises(ParameterError, match="parameter 'models'"):
+            Study.from_profile("smoke", models=value)
+
+
+def test_parameter_errors_are_still_type_and_value_errors():
+    from vitphase_lib.errors import ParameterError, VitphaseError
+    with pytest.raises(ParameterError) as info:
+        Study.from_profile("smoke", dtype="float8")  # raised as a ValueError by PassConfig
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
+    assert isinstance(info.value, VitphaseError)
+
+
+def test_a_checkpoint_entry_for_a_model_not_in_models_is_an_error(tmp_path):
+    from vitphase_lib.errors import ParameterError
+    with pytest.raises(ParameterError, match="'tiny-l', which is not in 'models'"):
+        Study.from_profile("smoke", models=["tiny-s"], checkpoints={"tiny-l": str(tmp_path / "w")})
+    with pytest.raises(ParameterError, match="must be the path"):
+        Study.from_profile("smoke", models=["tiny-s"], checkpoints={"tiny-s": 3})
+
+
+def test_a_zoo_checkpoint_is_loaded_not_the_shipped_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    from vitphase_lib.io import sha256_file
+    from vitphase_lib.models import TINY_ZOO, build_mini_vit
+    from vitphase_lib.zoo import CheckpointError
+    good = tmp_path / "tiny-s.safetensors"
+    save_file({k: v.contiguous() for k, v in build_mini_vit(TINY_ZOO["tiny-s"]).state_dict().items()},
+              str(good))
+    study = Study.from_profile("smoke", models=["tiny-s"], checkpoints={"tiny-s": str(good)})
+    study.check()
+    assert study.model("tiny-s").fingerprint == sha256_file(good)
+    assert study.model("tiny-s").source.startswith("local checkpoint")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    broken = Study.from_profile("smoke", models=["tiny-s"], checkpoints={"tiny-s": str(truncated)})
+    with pytest.raises(CheckpointError, match="truncated.safetensors"):
+        broken.check()
+
+
+def test_check_refuses_a_later_model_before_loading_the_first(tmp_path):
+    from vitphase_lib.imagefolder import make_fake_imagenet_folder
+    from vitphase_lib.models import UnsupportedModelError
+    folder = make_fake_imagenet_folder(tmp_path / "val", n_classes=2, per_class=2)
+    study = Study.from_profile("paper", dataset=str(folder), pretrained=False, device="cpu",
+                               models=["vit_base_patch32_224", "resnet18"])
+    with pytest.raises(UnsupportedModelError, match="ResNet"):
+        study.check()
+    assert study._models == {}  # no weights were loaded, no forward pass run
+
+
+@pytest.mark.parametrize("overrides, error, match", [
+    ({"dataset": "/nonexistent/val"}, "DataNotFoundError", "does not exist"),
+    ({"dataset": None}, "ParameterError", "'dataset' is not set"),
+    ({"models": ["vit_small_patch16_224", "tiny-s"]}, "ParameterError", "zoo model"),
+    ({"models": ["vit_small_patch16_224", "vit_bsae_patch16_224"]}, "UnknownModelError",
+     "vit_base_patch16_224"),
+    ({"models": ["vit_small_patch16_224"], "checkpoints": {"vit_small_patch16_224": "/no/file"}},
+     "CheckpointError", "does not exist"),
+])
+def test_check_finds_data_names_and_files_before_loading_weights(tmp_path, overrides, error, match):
+    from vitphase_lib import data, errors, loading, zoo
+    from vitphase_lib.imagefolder import make_fake_imagenet_folder
+    classes = {"DataNotFoundError": data.DataNotFoundError, "ParameterError": errors.ParameterError,
+               "UnknownModelError": loading.UnknownModelError, "CheckpointError": zoo.CheckpointError}
+    folder = make_fake_imagenet_folder(tmp_path / "val", n_classes=2, per_class=2)
+    parameters = {"dataset": str(folder), "models": ["vit_small_patch16_224"], **overrides}
+    study = Study.from_profile("paper", pretrained=True, device="cpu", **parameters)
+    with pytest.raises(classes[error], match=match):
+        study.check()
+    assert study._models == {}  # nothing downloaded or loaded
+
+
+def test_check_finds_too_few_images():
+    from vitphase_lib.errors import ParameterError
+    with pytest.raises(ParameterError, match="lower n_images"):
+        Study.from_profile("smoke", models=["tiny-s"], n_images=20_000).check()
+
+
+@pytest.mark.parametrize("device, match", [("gpu", "not a torch device"),
+                                           ("cuda", "no CUDA GPU is visible")])
+def test_check_finds_an_unusable_device(device, match):
+    import torch
+
+    from vitphase_lib.errors import ParameterError
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ParameterError, match=match):
+        Study.from_profile("smoke", models=["tiny-s"], device=device).check()
+
+
+def test_inventory_of_a_zoo_model_with_a_checkpoint_reports_the_files_weights(tmp_path):
+    import math
+
+    from safetensors.torch import save_file
+
+    from vitphase_lib.models import TINY_ZOO, build_mini_vit
+    path = tmp_path / "tiny-b.safetensors"
+    save_file({k: v.contiguous() for k, v in build_mini_vit(TINY_ZOO["tiny-b"]).state_dict().items()},
+              str(path))
+    study = Study.from_profile("smoke", checkpoints={"tiny-b": str(path)})
+    inventory = study.model_inventory().set_index("model")
+    assert inventory.loc["tiny-b", "source"] == f"local checkpoint {path}"
+    assert math.isnan(inventory.loc["tiny-b", "recorded_top1"])  # no training record of this file
+    assert inventory.loc["tiny-s", "test_top1"] == inventory.loc["tiny-s", "recorded_top1"]
+    assert set(study.training_curves().model) == {"tiny-s", "tiny-l"}

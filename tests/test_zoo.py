@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from vitphase_lib.io import sha256_file
-from vitphase_lib.models import ALL_MINI_CONFIGS, MiniViTConfig, build_mini_vit
+from vitphase_lib.models import ALL_MINI_CONFIGS, VARIANTS, MiniViTConfig, build_mini_vit
 from vitphase_lib.zoo import (ZOO_TRAINING, CheckpointError, cache_root, load_weights_file,
                               training_dir)
 
@@ -140,8 +140,8 @@ def test_idle_training_time_is_epochs_times_the_fastest_complete_epoch():
 # These read the checkpoints committed in zoo/ (the default profile's models) and zoo/tiny/ (the
 # smoke profile's tiny zoo, which most other tests load).
 SHIPPED_MODELS = ("mini-s", "mini-b", "mini-l")
-TINY_MODELS = ("tiny-s", "tiny-b", "tiny-l")
-MAX_SHIPPED_MB = 40.0
+TINY_MODELS = ("tiny-s", "tiny-b", "tiny-l", *(n for n in VARIANTS if n.startswith("tiny-")))
+MAX_SHIPPED_MB = 70.0  # everything in zoo/, both folders
 MIN_TOP1 = 88.0
 
 
@@ -157,7 +157,7 @@ def shipped():
 
 
 @pytest.mark.parametrize("folder, models", [(".", SHIPPED_MODELS), ("tiny", TINY_MODELS)])
-def test_shipped_zoo_holds_the_three_models(folder, models):
+def test_shipped_zoo_holds_its_models(folder, models):
     from vitphase_lib.zoo import shipped_dir
     directory, manifest = _shipped(folder)
     assert sorted(manifest["models"]) == sorted(models)
@@ -177,8 +177,28 @@ def test_shipped_files_match_the_manifest(folder):
     listed = {s["file"] for entry in manifest["models"].values() for s in entry["snapshots"]}
     on_disk = {path.name for path in directory.glob("*.safetensors")}
     assert on_disk == listed, "files in zoo/ that the manifest does not list, or the reverse"
-    total_mb = sum((directory / name).stat().st_size for name in listed) / 2**20
+
+
+def test_everything_shipped_fits_the_size_budget():
+    from vitphase_lib.zoo import SHIPPED_ZOO_DIR
+    total_mb = sum(p.stat().st_size for p in SHIPPED_ZOO_DIR.rglob("*") if p.is_file()) / 2**20
     assert total_mb <= MAX_SHIPPED_MB
+
+
+@pytest.mark.parametrize("folder", [".", "tiny"])
+def test_shipped_variants_carry_their_monitor_log(folder):
+    from vitphase_lib.io import sha256_file
+    from vitphase_lib.monitor import read_log
+    from vitphase_lib.zoo import total_steps
+    directory, manifest = _shipped(folder)
+    for name, entry in manifest["models"].items():
+        if name not in VARIANTS:
+            continue
+        assert [s["fraction"] for s in entry["snapshots"]] == pytest.approx([0.25, 1.0], abs=1e-2), name
+        log = directory / entry["monitor_log"]["file"]
+        assert sha256_file(log) == entry["monitor_log"]["sha256"], name
+        steps = set(read_log(log).step)
+        assert {0, total_steps(name)} <= steps, name  # before the first step and at the end
 
 
 def test_shipped_models_finished_their_recipe_and_reach_the_target(shipped):

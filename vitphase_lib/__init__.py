@@ -11,3 +11,17 @@ from .numerics import apply_from_environment as _apply_numerics
 
 # `make test` / `make smoke-notebooks` run with portable numerics (scripts/portable.sh)
 _apply_numerics()
+
+__all__ = ["analyse", "Analysis", "Monitor"]
+
+
+def __getattr__(name: str):
+    """``vitphase_lib.analyse``, ``Analysis`` and ``Monitor``, imported on first use (they pull in
+    torch, timm and pandas, which ``import vitphase_lib`` alone does not need)."""
+    if name in ("analyse", "Analysis"):
+        from . import api
+        return getattr(api, name)
+    if name == "Monitor":
+        from .monitor import Monitor
+        return Monitor
+    raise AttributeError(f"module 'vitphase_lib' has no attribute {name!r}")

@@ -8,6 +8,7 @@ at the end of the pass (:mod:`vitphase_lib.distributed`), so every rank holds th
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -95,15 +96,24 @@ def geometry_tables(model: torch.nn.Module, dataset: Dataset, config: PassConfig
     return {"per_layer": per_layer, "summary": _summary(model, layout, per_layer, top1)}
 
 
-def _summary(model, layout: ViTLayout, per_layer: pd.DataFrame, top1: Top1) -> pd.DataFrame:
-    """Top-1, the PE Dominance Ratio and the token layout of a model, one row."""
-    summary = top1.result()
+def _summary(model: torch.nn.Module, layout: ViTLayout, per_layer: pd.DataFrame,
+             top1: Top1 | None) -> pd.DataFrame:
+    """Top-1, the PE Dominance Ratio and the token layout of a model, one row.
+
+    A model without an additive position embedding gets NaN for ``pe_norm`` and
+    ``pe_dominance_ratio``, and the reason in ``pe_note`` ('' when they apply).
+    """
+    summary = top1.result() if top1 is not None else pd.DataFrame(  # no labels: no top-1
+        [{"top1": math.nan, "images": int(per_layer.images.iloc[0])}])
     raw_norm = float(per_layer.loc[per_layer.layer == "raw", "mean_token_norm"].iloc[0])
-    if model.pos_embed is not None:
+    pe_norm = ratio = math.nan
+    if not layout.pe_note:
         pe = patch_positional_embedding(model).detach()
-        summary["pe_norm"] = float(pe.float().norm(dim=-1).mean())
-        summary["raw_token_norm"] = raw_norm
-        summary["pe_dominance_ratio"] = pe_dominance_ratio(pe, raw_norm)
+        pe_norm, ratio = float(pe.float().norm(dim=-1).mean()), pe_dominance_ratio(pe, raw_norm)
+    summary["pe_norm"] = pe_norm
+    summary["raw_token_norm"] = raw_norm
+    summary["pe_dominance_ratio"] = ratio
+    summary["pe_note"] = layout.pe_note
     summary["has_cls"] = layout.has_cls
     summary["num_prefix_tokens"] = layout.num_prefix_tokens
     summary["num_patches"] = layout.num_patches
@@ -112,7 +122,9 @@ def _summary(model, layout: ViTLayout, per_layer: pd.DataFrame, top1: Top1) -> p
 
 def pe_scaling_tables(model: torch.nn.Module, dataset: Dataset, alphas: Sequence[float],
                       config: PassConfig) -> dict[str, pd.DataFrame]:
-    """Top-1 and the similarity curve with z + alpha * PE, one pass per alpha."""
+    """Top-1 and the similarity curve with z + alpha * PE, one pass per alpha. A model without an
+    additive position embedding raises :class:`~vitphase_lib.models.UnsupportedModelError` with
+    the reason (``vit_layout(model).pe_note``) before any pass."""
     curves, accuracy = [], []
     for alpha in alphas:
         with scaled_positional_encoding(model, alpha):
@@ -132,56 +144,94 @@ def network_head(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor] | 
     return None
 
 
-def full_analysis_tables(model: torch.nn.Module, analysis_set: Dataset, fit_set: Dataset,
-                         score_set: Dataset, num_classes: int, config: PassConfig,
+ALL_METRICS = ("similarity", "attention", "collapse", "scrambling", "probes")
+LABELLED_METRICS = ("collapse", "probes")  # and top-1, part of "similarity" when there are labels
+
+
+def full_analysis_tables(model: torch.nn.Module, analysis_set: Dataset, fit_set: Dataset | None,
+                         score_set: Dataset | None, num_classes: int, config: PassConfig,
+                         metrics: Sequence[str] = ALL_METRICS, has_labels: bool = True,
                          labels_match_head: bool = True, aci_max_images: int | None = None,
                          pca_max_images: int | None = None,
                          infox_dims: int = 16, probe_max_dim: int | None = None,
+                         per_head: bool = False, head_aci_max_images: int | None = None,
                          feature_folder: str | None = None, seed: int = 0, probe_jobs: int = 1,
                          desc: str = "analysis") -> dict[str, pd.DataFrame]:
-    """Every metric of a model, in three streaming sweeps over disjoint images:
+    """The metrics of a model (``metrics``: all by default), in up to three streaming sweeps over
+    disjoint images:
 
-    1. ``analysis_set``: token geometry, top-1, attention graph, Neural Collapse moments and the
-       token moments that define the InfoX decoders' inputs;
+    1. ``analysis_set``: token geometry, top-1, attention graph (per head too with ``per_head``),
+       Neural Collapse moments and the token moments that define the InfoX decoders' inputs;
     2. ``fit_set``: InfoX decoder normal equations, probe features;
     3. ``score_set``: InfoX R^2, NC4 (nearest class center), probe features; then the probes.
+
+    Sweeps 2 and 3 run only for collapse, scrambling or probes. Without labels (``has_labels``
+    False) top-1, collapse and probes are left out.
     """
-    from .metrics.attention import AttentionGraph
+    from .metrics.attention import AttentionGraph, AttentionHeads
     from .metrics.collapse import CollapseMoments, NearestClassCenter, collapse_table
     from .metrics.probes import FeatureCollector, probe_table
     from .metrics.scrambling import DecoderFit, DecoderScore, TokenMoments
 
+    wanted = set(metrics) - (set() if has_labels else set(LABELLED_METRICS))
     layout = vit_layout(model)
-    geometry, top1 = TokenGeometry(layout), Top1(layout)
-    attention = AttentionGraph(layout, aci_max_images=aci_max_images)
-    moments, token_moments = CollapseMoments(layout, num_classes), TokenMoments(layout, pca_max_images)
-    run_pass(model, analysis_set, [geometry, top1, attention, moments, token_moments], config,
-             desc=desc)
+    geometry, top1 = TokenGeometry(layout), Top1(layout) if has_labels else None
+    attention = AttentionGraph(layout, aci_max_images=aci_max_images) if "attention" in wanted else None
+    heads = AttentionHeads(layout, head_aci_max_images) if per_head and attention else None
+    moments = CollapseMoments(layout, num_classes) if "collapse" in wanted else None
+    token_moments = TokenMoments(layout, pca_max_images) if "scrambling" in wanted else None
+    run_pass(model, analysis_set, _present(geometry, top1, attention, heads, moments, token_moments),
+             config, desc=desc)
+    per_layer = geometry.result()
+    tables = {"per_layer": per_layer, "summary": _summary(model, layout, per_layer, top1)}
+    if attention is not None:
+        tables["attention"] = attention.result()
+    if heads is not None:
+        tables["attention_heads"] = heads.result()
+    if not wanted & {"collapse", "scrambling", "probes"}:
+        return tables
 
-    head = network_head(model) if labels_match_head else None
-    heads = {("head", "cls"): head} if head is not None and layout.has_cls else {}
-    collapse, class_geometry = collapse_table(moments, heads)
-    inputs = {layer: token_moments.projection(layer, infox_dims) for layer in layout.layer_names}
-    target = token_moments.projection("raw", infox_dims, standardize=True, whiten=False)
+    collapse = class_geometry = inputs = target = None
+    if moments is not None:
+        head = network_head(model) if labels_match_head else None
+        head_features = {("head", "cls"): head} if head is not None and layout.has_cls else {}
+        collapse, class_geometry = collapse_table(moments, head_features)
+    if token_moments is not None:
+        inputs = {layer: token_moments.projection(layer, infox_dims) for layer in layout.layer_names}
+        target = token_moments.projection("raw", infox_dims, standardize=True, whiten=False)
     del moments, token_moments  # their sums (about 1 GB for ViT-L/16) are no longer needed
 
-    folder = None if feature_folder is None else f"{feature_folder}/fit"
-    fit, fit_features = DecoderFit(layout, inputs, target), FeatureCollector(layout, len(fit_set), folder)
-    run_pass(model, fit_set, [fit, fit_features], config, attention=False, desc=f"{desc} (fit)")
-
-    folder = None if feature_folder is None else f"{feature_folder}/score"
-    score = DecoderScore(layout, inputs, target, fit.decoders(release=True), fit.ridges)
+    probes = "probes" in wanted
+    fit = DecoderFit(layout, inputs, target) if inputs is not None else None
+    fit_features = (FeatureCollector(layout, len(fit_set), _subfolder(feature_folder, "fit"))
+                    if probes else None)
+    if fit or fit_features:
+        run_pass(model, fit_set, _present(fit, fit_features), config, attention=False,
+                 desc=f"{desc} (fit)")
+    score = (DecoderScore(layout, inputs, target, fit.decoders(release=True), fit.ridges)
+             if fit is not None else None)
     del fit
-    ncc, score_features = NearestClassCenter(layout, class_geometry), FeatureCollector(layout, len(score_set), folder)
-    run_pass(model, score_set, [score, ncc, score_features], config, attention=False,
+    ncc = NearestClassCenter(layout, class_geometry) if class_geometry is not None else None
+    score_features = (FeatureCollector(layout, len(score_set), _subfolder(feature_folder, "score"))
+                      if probes else None)
+    run_pass(model, score_set, _present(score, ncc, score_features), config, attention=False,
              desc=f"{desc} (score)")
 
-    per_layer = geometry.result()
-    return {"per_layer": per_layer, "summary": _summary(model, layout, per_layer, top1),
-            "attention": attention.result(),
-            "collapse": collapse.merge(ncc.result(), on=["layer", "feature"]),
-            "scrambling": score.result(),
-            # the probes are fitted on the host once (rank 0) and shared with the other ranks
-            "probes": broadcast_object(probe_table(fit_features, score_features, max_dim=probe_max_dim,
-                                                   seed=seed, n_jobs=probe_jobs)
-                                       if world().is_main else None)}
+    if collapse is not None:
+        tables["collapse"] = collapse.merge(ncc.result(), on=["layer", "feature"])
+    if score is not None:
+        tables["scrambling"] = score.result()
+    if probes:
+        # the probes are fitted on the host once (rank 0) and shared with the other ranks
+        tables["probes"] = broadcast_object(
+            probe_table(fit_features, score_features, max_dim=probe_max_dim, seed=seed,
+                        n_jobs=probe_jobs) if world().is_main else None)
+    return tables
+
+
+def _present(*accumulators) -> list[Accumulator]:
+    return [acc for acc in accumulators if acc is not None]
+
+
+def _subfolder(folder: str | None, name: str) -> str | None:
+    return None if folder is None else f"{folder}/{name}"

@@ -1,14 +1,27 @@
 """One forward pass of a timm ViT, every layer's tokens and every block's attention.
 
-:func:`trace` registers forward hooks on a timm ``VisionTransformer`` and hands each layer's
-tokens and each block's head-averaged attention to a list of *sinks* (the streaming metric
-accumulators of :mod:`vitphase_lib.metrics`) the moment the model produces them. Nothing is kept
-after a sink has read it, so memory does not grow with the number of images, and at most one
-block's attention map exists at a time beside the model's own activations.
+:func:`trace` registers forward hooks on a timm ViT and hands each layer's tokens and each
+block's head-averaged attention to a list of *sinks* (the streaming metric accumulators of
+:mod:`vitphase_lib.metrics`) the moment the model produces them. Nothing is kept after a sink has
+read it, so memory does not grow with the number of images, and at most one block's attention map
+exists at a time beside the model's own activations.
+
+Four timm classes (and their subclasses) are traced, each described by one :class:`Family` in
+:data:`FAMILIES`: ``VisionTransformer`` (ViT, DeiT, register and global-pool variants), ``Eva``
+(EVA-02, the RoPE ViTs, DINOv3), ``Beit`` (BEiT, BEiT v2) and ``VisionTransformerRelPos``. Any
+other model is refused with that list (:func:`vitphase_lib.models.check_vit`).
 
 Layers, in order (METRICS.md): ``raw`` (patch embeddings before positional encoding, patch tokens
-only), ``pe`` (after positional encoding, prefix tokens prepended), ``1..L`` (block outputs, the
-residual stream) and ``head`` (after the final norm).
+only), ``pe`` (the input of the blocks' stack: prefix tokens prepended, the additive position
+embedding added), ``1..L`` (block outputs, the residual stream) and ``head`` (after the final
+norm).
+
+The ``pe`` layer rule. Every model has the same layers. A model without an additive position
+embedding (its positions enter inside attention only: rotary or relative position bias) adds
+nothing at ``pe``, so there its patch tokens are the ``raw`` ones; ``ViTLayout.pe_note`` then says
+why, and the metrics of the additive embedding (PE Dominance Ratio, PE scaling) are reported as not
+applicable. A model with both (EVA-02: ``pos_embed`` and RoPE) has an additive embedding: those
+metrics apply to it, and PE scaling scales ``pos_embed`` alone.
 
 timm computes attention with a fused kernel that hides the weights; while tracing, the blocks use
 timm's own unfused path (``fused_attn = False``), which computes the same softmax(QK^T/sqrt(d))V
@@ -19,6 +32,10 @@ On a CPU the unfused path runs a few images at a time (:func:`images_per_attenti
 whole batch's scores and weights would be written to memory and read back by the softmax, the
 head average and weights @ V, a few images' stay in the cache. For mini-B (batch 250) this made
 the unfused attention as fast as the fused kernel, where the whole batch took twice as long.
+Besides the tokens, an attention call may get tensors (a mask; Eva's rotary embedding, BEiT's and
+RelPos's shared relative position bias), all broadcast against the (B, heads, T, ...) queries or
+scores: one shared by every image is handed whole to each chunk, and a call with one that holds a
+row per image (:func:`_per_image`) runs on the whole batch at once.
 """
 from __future__ import annotations
 
@@ -27,11 +44,81 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
+from timm.models.beit import Beit
+from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer_relpos import VisionTransformerRelPos
 
 from .models import UnsupportedModelError, check_vit
 
 
+# --------------------------------------------------------------------------- supported classes
+def _no_position_in_attention(model: torch.nn.Module) -> str | None:
+    return None
+
+
+def _eva_position_in_attention(model: Eva) -> str | None:
+    return "rotary (RoPE)" if model.rope is not None else None
+
+
+def _beit_position_in_attention(model: Beit) -> str | None:
+    # one bias shared by the blocks (rel_pos_bias), or a table in each block's attention
+    per_block = any(block.attn.relative_position_bias_table is not None for block in model.blocks)
+    return "relative position bias" if model.rel_pos_bias is not None or per_block else None
+
+
+def _relpos_position_in_attention(model: VisionTransformerRelPos) -> str | None:
+    return "relative position bias"  # per block (attn.rel_pos) or shared (shared_rel_pos)
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where one timm ViT class keeps what the capture reads, beyond what all of them share.
+
+    Shared by every family: ``patch_embed`` (its output is ``raw``), ``blocks[i].attn`` (timm
+    attention with a ``fused_attn`` flag whose unfused path passes the weights through
+    ``attn_drop``), ``norm`` (its output is ``head``; an Identity in models normed after pooling),
+    ``num_prefix_tokens``, ``cls_token`` (None without [CLS]), ``embed_dim`` and an optional
+    additive ``pos_embed``.
+    """
+
+    model_class: type[torch.nn.Module]
+    examples: str     # timm model names of the class, for messages
+    pe_input_of: str  # the submodule whose input is the ``pe`` layer
+    position_in_attention: Callable[[torch.nn.Module], str | None]  # e.g. "rotary (RoPE)", or None
+
+
+FAMILIES: tuple[Family, ...] = (
+    # _pos_embed: prefix tokens + pos_embed, pos_drop; then patch_drop, norm_pre, blocks
+    Family(VisionTransformer, "vit_*, deit_*, including register-token and global-pool variants",
+           "patch_drop", _no_position_in_attention),
+    # _pos_embed: prefix tokens + pos_embed (if any), pos_drop, patch_drop (often None); the rotary
+    # embedding it returns is passed to every block's attention
+    Family(Eva, "eva02_*, vit_*_rope_*, vit_*_dinov3", "pos_drop", _eva_position_in_attention),
+    # forward_features: [CLS] + pos_embed (if any), pos_drop; relative bias in attention
+    Family(Beit, "beit_*, beitv2_*", "pos_drop", _beit_position_in_attention),
+    # forward_features prepends [CLS] (if any) and calls the blocks: nothing lies in between
+    Family(VisionTransformerRelPos, "vit_relpos_*, vit_srelpos_*", "blocks.0",
+           _relpos_position_in_attention),
+)
+
+
+def model_family(model: torch.nn.Module) -> Family:
+    """The :class:`Family` of ``model``; :class:`UnsupportedModelError` for any other model."""
+    check_vit(model)
+    return next(family for family in FAMILIES if isinstance(model, family.model_class))
+
+
+def _pe_note(model: torch.nn.Module, family: Family) -> str:
+    """Why the additive position embedding's metrics do not apply ('' when they do)."""
+    if getattr(model, "pos_embed", None) is not None:
+        return ""
+    inside = family.position_in_attention(model)
+    return "no position embedding" if inside is None else \
+        f"no additive position embedding: {inside} in attention"
+
+
+# --------------------------------------------------------------------------- layout
 @dataclass(frozen=True)
 class ViTLayout:
     """What the analyses need to know about a ViT's token layout."""
@@ -41,6 +128,7 @@ class ViTLayout:
     has_cls: bool
     num_patches: int
     width: int
+    pe_note: str = ""  # why the PE metrics do not apply ('' when they do): see the pe layer rule
 
     @property
     def layer_names(self) -> list[str]:
@@ -52,16 +140,16 @@ class ViTLayout:
 
 
 def vit_layout(model: torch.nn.Module) -> ViTLayout:
-    vit = check_vit(model)
-    for i, block in enumerate(vit.blocks):
+    family = model_family(model)
+    for i, block in enumerate(model.blocks):
         attn = getattr(block, "attn", None)
         if attn is None or not hasattr(attn, "fused_attn") or not hasattr(attn, "attn_drop"):
             raise UnsupportedModelError(
-                f"block {i} of {type(vit).__name__} has no timm Attention module (.attn with "
+                f"block {i} of {type(model).__name__} has no timm Attention module (.attn with "
                 "fused_attn and attn_drop), so its attention weights cannot be read.")
-    return ViTLayout(num_blocks=len(vit.blocks), num_prefix_tokens=vit.num_prefix_tokens,
-                     has_cls=vit.cls_token is not None, num_patches=vit.patch_embed.num_patches,
-                     width=vit.embed_dim)
+    return ViTLayout(num_blocks=len(model.blocks), num_prefix_tokens=model.num_prefix_tokens,
+                     has_cls=model.cls_token is not None, num_patches=model.patch_embed.num_patches,
+                     width=model.embed_dim, pe_note=_pe_note(model, family))
 
 
 class Sink(Protocol):
@@ -71,17 +159,26 @@ class Sink(Protocol):
 
     def on_attention(self, block: int, attention: torch.Tensor) -> None: ...
 
+    # optional: ``on_head_attention(block, weights)`` gets every head's weights (B, heads, T, T)
+    # in float32; the capture keeps them only when a sink defines it
+
 
 @contextmanager
-def trace(model: VisionTransformer, sinks: Sequence[Sink], attention: bool = True) -> Iterator[ViTLayout]:
+def trace(model: torch.nn.Module, sinks: Sequence[Sink], attention: bool = True) -> Iterator[ViTLayout]:
     """While active, every forward pass of ``model`` feeds ``sinks``.
 
     ``on_tokens(layer, x)`` gets ``x`` of shape (B, T, D) (T = N for ``raw``, P + N otherwise);
     ``on_attention(block, a)`` gets the head-averaged, row-stochastic attention (B, T, T) in
     float32, for blocks numbered from 1. The model and its fused-attention flags are restored on
     exit, even after an error.
+
+    Args:
+        model: a model of one of :data:`FAMILIES`.
+        sinks: what to feed, in order.
+        attention: trace the attention weights too (the blocks then run unfused attention).
     """
     layout = vit_layout(model)
+    pe_input_of = model.get_submodule(model_family(model).pe_input_of)
     handles = []
 
     def emit_tokens(layer: str, x: torch.Tensor) -> None:
@@ -95,8 +192,8 @@ def trace(model: VisionTransformer, sinks: Sequence[Sink], attention: bool = Tru
         try:
             handles.append(model.patch_embed.register_forward_hook(
                 lambda module, args, out: emit_tokens("raw", out)))
-            # the input of patch_drop is the output of _pos_embed: z + PE with prefix tokens
-            handles.append(model.patch_drop.register_forward_pre_hook(
+            # prefix tokens prepended, the additive position embedding (if any) added
+            handles.append(pe_input_of.register_forward_pre_hook(
                 lambda module, args: emit_tokens("pe", args[0])))
             for index, block in enumerate(model.blocks, start=1):
                 handles.append(block.register_forward_hook(
@@ -112,7 +209,7 @@ def trace(model: VisionTransformer, sinks: Sequence[Sink], attention: bool = Tru
 
 
 @contextmanager
-def unfused_attention(model: VisionTransformer) -> Iterator[None]:
+def unfused_attention(model: torch.nn.Module) -> Iterator[None]:
     """While active, every block runs timm's unfused attention (``fused_attn = False``), the path
     whose weights pass through ``attn_drop``; each block's own flag is restored on exit."""
     flags = [block.attn.fused_attn for block in model.blocks]
@@ -163,18 +260,23 @@ class _TracedAttention:
         self.attn, self.block, self.sinks = attn, block, list(sinks)
         self.forward = attn.forward  # the bound timm method
         self.averaged: list[torch.Tensor] = []
+        self.per_head: list[torch.Tensor] | None = None  # kept only for sinks that read heads
 
     def read_weights(self, module, args, weights: torch.Tensor) -> None:
         with _full_precision(weights):
             # (B, heads, T, T) -> (B, T, T), accumulated in float32 without a float32 copy of
             # every head's weights (under bf16 autocast that copy would double their memory)
             self.averaged.append(weights.mean(dim=1, dtype=torch.float32))
+            if self.per_head is not None:
+                self.per_head.append(weights.float())
 
     def __call__(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         self.averaged.clear()  # left over if an earlier forward raised
-        masked = any(value is not None for value in (*args, *kwargs.values())
-                     if not isinstance(value, bool))
-        step = x.shape[0] if masked else images_per_attention_chunk(
+        head_sinks = [sink for sink in self.sinks if _reads_heads(sink)]
+        self.per_head = [] if head_sinks else None
+        # a chunk of x gets every other argument whole: only arguments shared by all images
+        per_image = any(_per_image(value) for value in (*args, *kwargs.values()))
+        step = x.shape[0] if per_image else images_per_attention_chunk(
             x.device, getattr(self.attn, "num_heads", 1), x.shape[-2], x.shape[0])
         outputs = [self.forward(part, *args, **kwargs) for part in x.split(step)]
         if len(self.averaged) != len(outputs):
@@ -188,7 +290,34 @@ class _TracedAttention:
         with _full_precision(averaged):
             for sink in self.sinks:
                 sink.on_attention(self.block, averaged)
+            if head_sinks:
+                per_head, self.per_head = _joined(self.per_head), None
+                for sink in head_sinks:
+                    sink.on_head_attention(self.block, per_head)
         return _joined(outputs)
+
+
+def _reads_heads(sink: Sink) -> bool:
+    """Whether a sink reads every head's attention (costly: kept only for such sinks)."""
+    reads = getattr(sink, "reads_head_attention", None)
+    return reads() if callable(reads) else hasattr(sink, "on_head_attention")
+
+
+def _per_image(value: object) -> bool:
+    """Whether an attention argument besides the tokens may differ between images.
+
+    timm adds a mask or relative position bias to the (B, heads, T, T) scores and multiplies a
+    rotary embedding into the (B, heads, T, d) queries and keys, broadcasting: a tensor has a
+    batch axis only if it has a dimension before its last three that is not 1 (a (B, 1, T, T)
+    mask; a rotary embedding of Eva under patch dropout, (B, 1, N, d)). A shared one is (T, T),
+    (heads, T, T), (1, heads, T, T) or (N, d). Flags and None are the same for every image; any
+    other object is taken to be per image (the batch then runs whole, which is always right).
+    """
+    if value is None or isinstance(value, (bool, int, float)):
+        return False
+    if not isinstance(value, torch.Tensor):
+        return True
+    return any(size != 1 for size in value.shape[:-3])
 
 
 def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -231,16 +360,21 @@ def _remove_sinks(traced: _TracedAttention, sinks: Sequence[Sink]) -> None:
 
 
 @contextmanager
-def scaled_positional_encoding(model: VisionTransformer, alpha: float) -> Iterator[None]:
+def scaled_positional_encoding(model: torch.nn.Module, alpha: float) -> Iterator[None]:
     """Evaluation-time intervention: z + PE becomes z + alpha * PE (METRICS.md, PE scaling).
 
-    The [CLS] token's positional embedding (where the model has one) is scaled too. The original
+    The [CLS] token's positional embedding (where the model has one) is scaled too; a rotary or
+    relative position encoding the model also has (EVA-02's RoPE) is left as it is. The original
     embedding is restored on exit.
+
+    Args:
+        model: a model of one of :data:`FAMILIES` with an additive ``pos_embed``; any other raises
+            :class:`UnsupportedModelError` naming the reason (e.g. rotary position embedding).
+        alpha: the factor.
     """
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
         raise TypeError(f"alpha must be a number, got {alpha!r}")
-    if model.pos_embed is None:
-        raise UnsupportedModelError(f"{type(model).__name__} has no learned positional embedding to scale")
+    _require_additive_pe(model, "PE scaling")
     original = model.pos_embed.data.clone()
     try:
         model.pos_embed.data.mul_(float(alpha))
@@ -249,7 +383,17 @@ def scaled_positional_encoding(model: VisionTransformer, alpha: float) -> Iterat
         model.pos_embed.data.copy_(original)
 
 
-def patch_positional_embedding(model: VisionTransformer) -> torch.Tensor:
-    """The positional embeddings of the N patch positions, shape (N, D)."""
+def patch_positional_embedding(model: torch.nn.Module) -> torch.Tensor:
+    """The additive positional embeddings of the N patch positions, shape (N, D)."""
+    _require_additive_pe(model, "The PE Dominance Ratio")
     pe = model.pos_embed[0]
-    return pe if model.no_embed_class else pe[model.num_prefix_tokens:]
+    # no_embed_class: the table holds the patches only (Beit has no such flag: it covers [CLS])
+    return pe if getattr(model, "no_embed_class", False) else pe[model.num_prefix_tokens:]
+
+
+def _require_additive_pe(model: torch.nn.Module, what: str) -> None:
+    note = _pe_note(model, model_family(model))
+    if note:
+        raise UnsupportedModelError(
+            f"{what} needs an additive positional embedding (z + PE), and {type(model).__name__} "
+            f"has none ({note}); it does not apply to this model.")

@@ -10,6 +10,10 @@
   vitphase notebooks                        write the .ipynb paired with each jupytext source
   vitphase bench [--quick]                  capture overhead and memory benchmark
   vitphase estimate [--profile paper]       estimated GPU run time (FLOP counts + measurements)
+
+A mistake the user can fix (an unknown model, a missing file, a wrong parameter) is reported as
+one message on stderr with exit status 2; `vitphase --debug ...` shows the traceback instead.
+SIGTERM stops a command as Ctrl-C does, removing its temporary files.
 """
 from __future__ import annotations
 
@@ -77,14 +81,24 @@ def _zoo_verify(args: argparse.Namespace) -> int:
 
 
 def parse_settings(settings: list[str] | None) -> dict:
-    """``--set key=value`` pairs; each value is read as YAML (numbers, lists, null, ...)."""
+    """``--set key=value`` pairs; each value is read as YAML (numbers, lists, null, ...).
+
+    Args:
+        settings: the ``--set`` arguments, ``None`` for none.
+    """
     import yaml
+
+    from .errors import ParameterError
     parsed = {}
     for setting in settings or []:
         key, sep, value = setting.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects KEY=VALUE (e.g. --set dataset=/data/imagenet/val), got {setting!r}")
-        parsed[key.strip()] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise ParameterError(f"--set expects KEY=VALUE (e.g. --set dataset=/data/imagenet/val), "
+                                 f"got {setting!r}")
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ParameterError(f"--set {setting!r}: the value is not valid YAML ({error})") from error
     return parsed
 
 
@@ -98,6 +112,7 @@ def _analyse(args: argparse.Namespace) -> int:
     study = Study.from_profile(args.profile, **parse_settings(args.set))
     current = init_from_environment(study.device)
     try:
+        study.check()  # every model, checkpoint and data path, before the first forward pass
         for name in study.models:
             summary = study.analysis(name)["summary"]
             study.pe_scaling(name)
@@ -112,9 +127,13 @@ def _analyse(args: argparse.Namespace) -> int:
 
 def _book(args: argparse.Namespace) -> int:
     from .pipeline import CHAPTERS_DIR, build_book
+    from .study import Study
+    overrides = parse_settings(args.set)
+    # the chapters' parameters, checked here once rather than failing inside the first chapter
+    Study.from_profile(args.profile, **overrides).check()
     index = build_book(args.profile, only=args.only, html=not args.no_html,
                        output_dir=Path(args.output) if args.output else CHAPTERS_DIR,
-                       overrides=parse_settings(args.set))
+                       overrides=overrides)
     print(f"book: {index}" if not args.no_html else "chapters executed")
     return 0
 
@@ -139,6 +158,8 @@ def _bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vitphase", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of a one-line message")
     commands = parser.add_subparsers(dest="command", required=True)
 
     zoo = commands.add_parser("zoo", help="train, ship and verify the mini zoo")
@@ -189,7 +210,26 @@ def main(argv: list[str] | None = None) -> int:
     estimate.set_defaults(func=_estimate)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command. The project's user errors become one message on stderr and exit
+    status 2 (``--debug``: raised, with the traceback); SIGTERM cleans up as Ctrl-C does.
+
+    Args:
+        args: parsed arguments, with ``func`` (the sub-command) and ``debug``.
+    """
+    from .errors import user_errors
+    from .results import sigterm_cleanup
+    try:
+        with sigterm_cleanup():
+            return args.func(args)
+    except user_errors() as error:
+        if args.debug:
+            raise
+        print(f"vitphase: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

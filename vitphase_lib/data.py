@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import VitphaseError
+
 FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -32,7 +34,7 @@ DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(VitphaseError, FileNotFoundError):
     """Raised when a data set cannot be found on disk and cannot be downloaded."""
 
 

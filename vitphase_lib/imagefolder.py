@@ -21,13 +21,17 @@ Two layouts are read:
 Images are ``.jpg``/``.jpeg``/``.png`` in any case (``.JPEG``); hidden files (``.DS_Store``,
 macOS ``._x.JPEG``) are ignored. The order is deterministic (sorted paths). Preprocessing comes
 from the model's own timm data config (``resolve_model_data_config`` + ``create_transform``,
-evaluation mode): resize, centre crop, normalise with the model's mean / std.
+evaluation mode): resize, centre crop, normalise with the model's mean / std. Images that are not
+RGB (grayscale, RGBA, CMYK, palette) are converted to RGB; loading a folder counts them from the
+files' headers and logs it once per folder and process.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -36,6 +40,9 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from .data import DataNotFoundError
+from .errors import VitphaseError
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 LABELS_FILENAMES = ("labels.txt", "val_labels.csv")
@@ -55,6 +62,10 @@ _LAYOUT_HELP = (
 
 class MalformedLabelsError(DataNotFoundError, ValueError):
     """A labels file exists but a line of it cannot be used (caught by ``except ValueError`` too)."""
+
+
+class CorruptImageError(VitphaseError, ValueError):
+    """An image file of the folder cannot be decoded."""
 
 
 # --------------------------------------------------------------------------- the data set
@@ -153,9 +164,9 @@ def read_rgb(path: Path):
         with Image.open(path) as image:
             return image.convert("RGB")  # convert() decodes the whole file
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read image {path}: {type(error).__name__}: {error}. The file is "
-                         "corrupt or not an image; remove or replace it, then load the folder "
-                         "again.") from error
+        raise CorruptImageError(f"cannot read image {path}: {type(error).__name__}: {error}. The "
+                                "file is corrupt or not an image; remove or replace it, then load "
+                                "the folder again.") from error
 
 
 def folder_checksum(root: Path, relative_paths: Sequence[str], labels: Sequence[int],
@@ -344,10 +355,7 @@ def load_image_folder(root: str | Path, model, n_max: int | None = None, *,
     if n_max is not None and (not isinstance(n_max, (int, np.integer)) or isinstance(n_max, bool)
                               or n_max < 1):
         raise TypeError(f"n_max must be a positive int or None, got {n_max!r}")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        what = "is a file, not a folder" if root.exists() else "does not exist"
-        raise DataNotFoundError(f"image folder {root} {what}.\n" + _LAYOUT_HELP)
+    root = check_folder_exists(root)
     data_config = timm_data_config(model)
 
     labels_path = None if layout == "subfolders" else _find_labels_file(root, labels_file)
@@ -372,8 +380,61 @@ def load_image_folder(root: str | Path, model, n_max: int | None = None, *,
         keep = (np.arange(n_max) * len(paths)) // n_max
         paths = [paths[i] for i in keep]
         labels = [labels[i] for i in keep]
-    return ImageFolderSet(root, paths, labels, classes, chosen, data_config,
-                          timm_transform(data_config), labels_file=labels_path)
+    images = ImageFolderSet(root, paths, labels, classes, chosen, data_config,
+                            timm_transform(data_config), labels_file=labels_path)
+    _report_conversions(images)
+    return images
+
+
+def check_folder_exists(root: str | Path) -> Path:
+    """``root`` as a path, when it is a folder; otherwise a :class:`DataNotFoundError` that
+    explains the layouts.
+
+    Args:
+        root: the image folder's path (``~`` is expanded).
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataNotFoundError(f"image folder {root} {what}.\n" + _LAYOUT_HELP)
+    return root
+
+
+def count_non_rgb(root: Path, relative_paths: Sequence[str]) -> Counter:
+    """How many images of each mode other than RGB (``L``, ``RGBA``, ``CMYK``, ``P``...) are
+    among ``relative_paths``, read from the files' headers without decoding them. Files that
+    cannot be opened are not counted: reading them later raises an error naming them.
+
+    Args:
+        root: the folder.
+        relative_paths: the images, relative to ``root``.
+    """
+    from PIL import Image
+    modes: Counter = Counter()
+    for rel in relative_paths:
+        try:
+            with Image.open(root / rel) as image:
+                if image.mode != "RGB":
+                    modes[image.mode] += 1
+        except Exception:  # corrupt files are reported where they are read
+            continue
+    return modes
+
+
+_REPORTED_FOLDERS: set[str] = set()  # checksums of the folders whose conversions were logged
+
+
+def _report_conversions(images: ImageFolderSet) -> None:
+    """Log once per folder (its checksum) and process how many images are converted to RGB."""
+    if images.checksum in _REPORTED_FOLDERS:
+        return
+    _REPORTED_FOLDERS.add(images.checksum)
+    modes = count_non_rgb(images.root, images.relative_paths)
+    if modes:
+        found = ", ".join(f"{mode}: {n}" for mode, n in sorted(modes.items()))
+        log.warning("%d of %d images in %s are not RGB (%s); they are converted to RGB "
+                    "(grayscale copied to the three channels, alpha dropped)",
+                    sum(modes.values()), len(images), images.root, found)
 
 
 # --------------------------------------------------------------------------- fake folders

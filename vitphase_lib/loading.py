@@ -2,18 +2,26 @@
 timm ViT (``vit_base_patch16_224.augreg2_in21k_ft_in1k``...), with a fingerprint for caching."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import torch
 
+from .errors import VitphaseError
 from .io import sha256_file
-from .models import ALL_MINI_CONFIGS, check_vit
+from .models import ALL_MINI_CONFIGS, MINI_ZOO, TINY_ZOO, check_vit
 from .zoo import (CheckpointError, load_weights_file, shipped_dir, shipped_manifest, shown_path,
                   total_steps, training_dir)
 
+# timm modules whose models are ViTs vitphase can trace (their classes pass models.check_vit),
+# beside those of capture.FAMILIES' classes: the names suggested for a misspelt model come from
+# these and the zoo
+VIT_FAMILY_MODULES = ("vision_transformer", "deit", "vision_transformer_relpos", "eva", "beit")
 
-class UnknownModelError(ValueError):
+
+class UnknownModelError(VitphaseError, ValueError):
     """The name is neither a zoo model nor a timm model."""
 
 
@@ -76,7 +84,7 @@ def _match_local(paths: list[Path], which: str, name: str) -> Path:
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".npz")
 
 
-class WeightsUnavailableError(OSError):
+class WeightsUnavailableError(VitphaseError, OSError):
     """Pretrained weights could be neither downloaded nor found locally."""
 
 
@@ -126,14 +134,8 @@ def load_timm_model(name: str, checkpoint: str | Path | None = None,
     ``pretrained_cfg_overlay``); ``pretrained=False`` gives a randomly initialised model (tests,
     benchmarks)."""
     import timm
-    if not isinstance(name, str):
-        raise TypeError(f"model name must be a string, got {name!r}")
-    architecture = name.split(".")[0]
-    if not timm.is_model(architecture):
-        close = timm.list_models(f"*{architecture.split('_')[0]}*")[:8]
-        raise UnknownModelError(f"unknown model {name!r}: neither a zoo model "
-                                f"({', '.join(sorted(ALL_MINI_CONFIGS))}) nor a timm model. "
-                                f"Similar timm names: {close}")
+    _check_name_type(name)
+    check_timm_name(name)
     kwargs: dict = {}
     if checkpoint is not None:
         checkpoint = weights_file(checkpoint, name)
@@ -159,8 +161,162 @@ def load_timm_model(name: str, checkpoint: str | Path | None = None,
 
 
 def load_model(name: str, checkpoint: str | Path | None = None, pretrained: bool = True) -> LoadedModel:
+    """A model by name, with the weights of ``checkpoint`` when one is given (zoo and timm alike).
+
+    Args:
+        name: a zoo model (``mini-s``, ``tiny-b``, ``mini-s-d24``...) or a timm ViT
+            (``vit_base_patch16_224.augreg2_in21k_ft_in1k``...).
+        checkpoint: a local weights file or its folder; it is loaded, never ignored.
+        pretrained: timm models without a checkpoint: False gives random weights (tests).
+    """
+    _check_name_type(name)
+    if name in ALL_MINI_CONFIGS:
+        return load_zoo_model(name) if checkpoint is None else load_zoo_checkpoint(name, checkpoint)
+    return load_timm_model(name, checkpoint=checkpoint, pretrained=pretrained)
+
+
+def load_zoo_checkpoint(name: str, checkpoint: str | Path) -> LoadedModel:
+    """A zoo model with the weights of a local file (a ``checkpoints`` entry) instead of its
+    shipped or trained ones; the file's sha256 identifies them in the cache.
+
+    Args:
+        name: a zoo model name.
+        checkpoint: a ``.safetensors`` file (as ``vitphase zoo train`` writes them) or its folder.
+    """
+    path = checkpoint_file(checkpoint, name, "zoo")
+    try:
+        model = load_weights_file(path, ALL_MINI_CONFIGS[name])
+    except CheckpointError as error:  # its message speaks of shipped files; this one is the user's
+        cause = error.__cause__ or error
+        raise CheckpointError(f"checkpoint {path} could not be loaded into {name} "
+                              f"({type(cause).__name__}: {str(cause)[:300]}). Is it complete, and "
+                              "the weights of this architecture?") from error
+    return LoadedModel(name, model, sha256_file(path), f"local checkpoint {path}", "zoo")
+
+
+def checkpoint_file(checkpoint: str | Path, name: str, kind: str) -> Path:
+    """The weights file a ``checkpoints`` entry names, checked to exist (and, for a zoo model, to
+    be a safetensors file) without reading it.
+
+    Args:
+        checkpoint: a file, or a folder holding one.
+        name: the model it is for.
+        kind: ``'zoo'`` or ``'timm'``.
+    """
+    path = weights_file(checkpoint, name)
+    if kind == "zoo" and path.suffix != ".safetensors":
+        raise CheckpointError(f"checkpoint {path} for zoo model {name} is not a .safetensors file; "
+                              "zoo weights are read from safetensors files (as `vitphase zoo "
+                              "train` writes them).")
+    return path
+
+
+def resolve_model(name: str, checkpoint: str | Path | None = None) -> str:
+    """Check a model name and its checkpoint entry without loading any weights: what a run checks
+    for every model before its first forward pass.
+
+    Args:
+        name: a zoo or timm model name.
+        checkpoint: its ``checkpoints`` entry, if any (the file must exist).
+
+    Returns:
+        ``'zoo'`` or ``'timm'``.
+
+    Raises:
+        UnknownModelError: no such model (the closest supported names are suggested).
+        UnsupportedModelError: a timm model vitphase cannot trace (built on the meta device:
+            no memory, no download).
+        CheckpointError: the checkpoint file or folder is missing or ambiguous.
+    """
+    _check_name_type(name)
+    kind = "zoo" if name in ALL_MINI_CONFIGS else "timm"
+    if kind == "timm":
+        check_timm_name(name)
+        _check_traceable(name)
+    if checkpoint is not None:
+        checkpoint_file(checkpoint, name, kind)
+    return kind
+
+
+def _check_name_type(name) -> None:
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {name!r}")
-    if name in ALL_MINI_CONFIGS:
-        return load_zoo_model(name)
-    return load_timm_model(name, checkpoint=checkpoint, pretrained=pretrained)
+
+
+def check_timm_name(name: str) -> None:
+    """Raise :class:`UnknownModelError`, with the closest names, unless timm knows ``name``'s
+    architecture and its pretrained tag (the part after the dot, if any)."""
+    import timm
+    architecture, _, tag = name.partition(".")
+    if not timm.is_model(architecture):
+        raise UnknownModelError(unknown_model_message(name))
+    tags = timm.list_pretrained(f"{architecture}.*") if tag else []
+    if tag and name not in tags:
+        close = closest_names(name, tags)
+        raise UnknownModelError(f"unknown model {name!r}: timm has no pretrained tag {tag!r} for "
+                                f"{architecture}. " + (f"Closest: {', '.join(close)}." if close else
+                                                       f"Its tags: {', '.join(tags) or 'none'}."))
+
+
+def _check_traceable(name: str) -> None:
+    """Build the architecture on the meta device (no memory, no weights) and check that the
+    capture engine can trace it."""
+    import timm
+
+    from .capture import vit_layout
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(name.split(".")[0], pretrained=False)
+    except Exception:  # a model that cannot be built without data is checked once loaded
+        return
+    vit_layout(model)
+
+
+def unknown_model_message(name: str) -> str:
+    """What to say about an unknown model name: the closest supported names, and what is
+    supported."""
+    close = closest_names(name.split(".")[0], supported_names())
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return (f"unknown model {name!r}: neither a zoo model nor a timm ViT.{hint} Supported: the "
+            f"zoo ({', '.join([*MINI_ZOO, *TINY_ZOO])} and their variants, e.g. mini-s-d24) and "
+            "timm's ViT families (vit_*, deit*, eva*, beit*, vit_relpos*; "
+            "`timm.list_models('vit_*')` lists them).")
+
+
+@cache
+def supported_names() -> tuple[str, ...]:
+    """The zoo's model names and the timm architectures of the ViT families vitphase traces."""
+    import timm
+
+    from . import capture
+    modules = {*VIT_FAMILY_MODULES, *(family.model_class.__module__.rsplit(".", 1)[-1]
+                                      for family in getattr(capture, "FAMILIES", ()))}
+    timm_names = {n for module in modules for n in timm.list_models(module=module)}
+    return (*sorted(ALL_MINI_CONFIGS), *sorted(n for n in timm_names if not n.startswith("test_")))
+
+
+def closest_names(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
+    """Up to ``n`` candidates nearest to ``name`` by edit distance, nearest first (ties in
+    alphabetical order); none more than a third of ``name``'s length away (at least 2 edits are
+    allowed), so an unrelated name gets no suggestion.
+
+    Args:
+        name: what the user typed.
+        candidates: the valid names.
+        n: at most this many suggestions.
+    """
+    limit = max(2, len(name) // 3)
+    scored = sorted((edit_distance(name, c), c) for c in set(candidates))
+    return [c for distance, c in scored if distance <= limit][:n]
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions turning ``a`` into ``b``."""
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, start=1):
+        current = [i]
+        for j, char_b in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (char_a != char_b)))
+        previous = current
+    return previous[-1]

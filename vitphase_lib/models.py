@@ -11,9 +11,12 @@ from timm.layers import Attention
 from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
+from .errors import VitphaseError
 
-class UnsupportedModelError(ValueError):
-    """The model is not a timm VisionTransformer (or a subclass) the capture engine can trace."""
+
+class UnsupportedModelError(VitphaseError, ValueError):
+    """The capture engine cannot trace the model (not one of the timm ViT classes it supports), or
+    an analysis does not apply to it (PE scaling of a model without additive position embedding)."""
 
 
 @dataclass(frozen=True)
@@ -245,12 +248,16 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def check_vit(model: torch.nn.Module) -> VisionTransformer:
-    """Return ``model`` if the capture engine can trace it, else raise a clear error."""
-    if not isinstance(model, VisionTransformer):
+def check_vit(model: torch.nn.Module) -> torch.nn.Module:
+    """Return ``model`` if the capture engine can trace it: an instance of one of the timm classes
+    of ``capture.FAMILIES`` (or of a subclass). Else raise an error listing those classes."""
+    from .capture import FAMILIES  # here, not at the top: capture imports this module
+
+    if not isinstance(model, tuple(family.model_class for family in FAMILIES)):
+        supported = "; ".join(f"{family.model_class.__name__} ({family.examples})"
+                              for family in FAMILIES)
         raise UnsupportedModelError(
-            f"{type(model).__name__} is not a timm VisionTransformer. vitphase traces timm ViTs "
-            "(vit_*, deit_*, including register-token and global-pool variants), whose blocks "
-            "expose patch_embed, pos_embed and blocks[i].attn. Pick a ViT, e.g. "
-            "'vit_base_patch16_224.augreg2_in21k_ft_in1k'.")
+            f"{type(model).__name__} is not a timm VisionTransformer nor another ViT class that "
+            f"vitphase traces. Supported classes (and their subclasses): {supported}. Pick one, "
+            "e.g. 'vit_base_patch16_224.augreg2_in21k_ft_in1k'.")
     return model

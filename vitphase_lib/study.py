@@ -6,7 +6,7 @@ keyed by the model's weights, the data and the parameters, so chapters share one
 """
 from __future__ import annotations
 
-import tempfile
+import os
 from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
@@ -15,12 +15,12 @@ from typing import Any
 import pandas as pd
 from torch.utils.data import Dataset
 
-from .analysis import PassConfig, full_analysis_tables, pe_scaling_tables
+from .analysis import PassConfig, full_analysis_tables, geometry_tables, pe_scaling_tables
 from .data import analysis_splits, load_fashion_mnist
-from .loading import LoadedModel, load_model
+from .errors import ParameterError, ProfileNotFoundError
+from .loading import LoadedModel, load_model, resolve_model
 from .metrics.base import check_max_images
-from .results import cached_tables
-from .zoo import cache_root
+from .results import cached_tables, scratch_folder
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -42,10 +42,13 @@ class Study:
     num_workers: int = 0
     seed: int = 0
     pe_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
-    checkpoints: dict = field(default_factory=dict)  # timm models: name -> local weights file
+    checkpoints: dict = field(default_factory=dict)  # model of 'models' -> local weights file (or folder)
     pretrained: bool = True              # timm models: False = random initialisation (tests)
     aci_max_images: int | None = 512     # images entering the Attention Consensus Index (None: all)
     pca_max_images: int | None = 512     # images whose tokens give the InfoX principal components (None: all)
+    per_head: bool = False               # CLS centrality and ACI of every head too (Attention chapter)
+    head_aci_max_images: int | None = 128  # images entering every head's ACI (None: all)
+    variants: tuple[str, ...] = ()       # variant zoo models (Models chapter's second table)
     infox_dims: int = 16                 # principal components of tokens / targets in the InfoX decoders
     probe_max_dim: int | None = None     # PCA the probe features to this width first (None: never)
     probe_jobs: int = 1                  # probes fitted at a time on the host (-1: one per core)
@@ -55,8 +58,20 @@ class Study:
     progress: bool = True
 
     def __post_init__(self):
+        # every parameter error is a ParameterError (also a TypeError / ValueError), which the
+        # command prints as a message
+        try:
+            self._validate()
+        except ParameterError:
+            raise
+        except (TypeError, ValueError) as error:
+            raise ParameterError(str(error)) from error
+
+    def _validate(self) -> None:
         check_max_images("parameter 'aci_max_images'", self.aci_max_images)
         check_max_images("parameter 'pca_max_images'", self.pca_max_images)
+        check_max_images("parameter 'head_aci_max_images'", self.head_aci_max_images)
+        self._validate_variants()
         if self.probe_max_dim is not None and (not isinstance(self.probe_max_dim, int)
                                                or isinstance(self.probe_max_dim, bool)):
             raise TypeError(f"parameter 'probe_max_dim' must be an int or None, got {self.probe_max_dim!r}")
@@ -64,21 +79,27 @@ class Study:
             raise TypeError(f"parameter 'dataset' must be 'fashion-mnist' or a folder path, got {self.dataset!r}")
         expected = {"profile": str, "device": str, "dtype": str,
                     "n_images": int, "n_probe_fit": int, "n_probe_score": int, "batch_size": int,
-                    "num_workers": int, "seed": int, "refresh": bool, "infox_dims": int, "progress": bool, "pretrained": bool,
+                    "num_workers": int, "seed": int, "refresh": bool, "infox_dims": int, "progress": bool, "pretrained": bool, "per_head": bool,
                     "checkpoints": dict, "probe_jobs": int}
         for name, kind in expected.items():
             value = getattr(self, name)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise TypeError(f"parameter {name!r} must be {kind.__name__}, got "
                                 f"{type(value).__name__} {value!r}")
-        if isinstance(self.models, str) or not all(isinstance(m, str) for m in self.models):
-            raise TypeError(f"parameter 'models' must be a list of model names, got {self.models!r}")
-        if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in self.pe_alphas):
+        if (not isinstance(self.models, (list, tuple)) or not self.models
+                or not all(isinstance(m, str) for m in self.models)):
+            raise TypeError("parameter 'models' must be a list of model names, e.g. [mini-s, mini-b] "
+                            f"or [vit_base_patch16_224]; got {self.models!r}")
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"parameter 'models' names a model twice: {list(self.models)}")
+        self._validate_checkpoints()
+        if (not isinstance(self.pe_alphas, (list, tuple))
+                or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in self.pe_alphas)):
             raise TypeError(f"parameter 'pe_alphas' must be a list of numbers, got {self.pe_alphas!r}")
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "pe_alphas", tuple(float(a) for a in self.pe_alphas))
         thresholds = self.isi_thresholds
-        if (isinstance(thresholds, str) or len(thresholds) != 2
+        if (not isinstance(thresholds, (list, tuple)) or len(thresholds) != 2
                 or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in thresholds)
                 or not 0 <= thresholds[0] < thresholds[1]):
             raise TypeError("parameter 'isi_thresholds' must be two numbers 0 <= collapse < chaotic, "
@@ -89,13 +110,38 @@ class Study:
             raise TypeError(f"parameter 'tradeoff_fraction' must be a number in (0, 1], got {fraction!r}")
         self.pass_config  # validates batch_size / dtype / device
 
+    def _validate_variants(self) -> None:
+        from .loading import closest_names
+        from .models import VARIANTS
+        if not isinstance(self.variants, (list, tuple)) or not all(isinstance(v, str) for v in self.variants):
+            raise TypeError(f"parameter 'variants' must be a list of variant zoo names, got {self.variants!r}")
+        for name in self.variants:
+            if name not in VARIANTS:
+                close = closest_names(name, VARIANTS)
+                raise ValueError(f"parameter 'variants': {name!r} is not a variant of the zoo"
+                                 + (f"; did you mean {', '.join(close)}?" if close else
+                                    f" ({', '.join(VARIANTS)})"))
+        object.__setattr__(self, "variants", tuple(self.variants))
+
+    def _validate_checkpoints(self) -> None:
+        """Every entry names a model of the study and a path: an entry that would be ignored is a
+        mistake (a typo in the name, a model left out of 'models')."""
+        for name, path in self.checkpoints.items():
+            if name not in self.models:
+                raise ValueError(f"parameter 'checkpoints' names {name!r}, which is not in "
+                                 f"'models' {list(self.models)}; add it to 'models' or remove the "
+                                 "entry (an entry is never ignored).")
+            if not isinstance(path, (str, os.PathLike)):
+                raise TypeError(f"parameter 'checkpoints': the entry of {name!r} must be the path of "
+                                f"a weights file or folder, got {path!r}")
+
     @classmethod
     def from_parameters(cls, **parameters: Any) -> "Study":
         """Build from a notebook's parameters; unknown names are an error (a typo is not ignored)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(parameters) - known)
         if unknown:
-            raise TypeError(f"unknown parameter(s) {unknown}; known: {sorted(known)}")
+            raise ParameterError(f"unknown parameter(s) {unknown}; known: {sorted(known)}")
         return cls(**parameters)
 
     @classmethod
@@ -103,8 +149,8 @@ class Study:
         import yaml
         path = PROFILES_DIR / f"{name}.yaml"
         if not path.is_file():
-            raise FileNotFoundError(f"no profile {name!r}: {path} does not exist "
-                                    f"(profiles: {sorted(p.stem for p in PROFILES_DIR.glob('*.yaml'))})")
+            raise ProfileNotFoundError(f"no profile {name!r}: {path} does not exist (profiles: "
+                                       f"{sorted(p.stem for p in PROFILES_DIR.glob('*.yaml'))})")
         return cls.from_parameters(**{**yaml.safe_load(path.read_text()), **overrides})
 
     @classmethod
@@ -112,7 +158,7 @@ class Study:
         """A notebook's parameters: the profile, the named parameters it sets (None = keep the
         profile's value) and any other fields in ``overrides``."""
         if not isinstance(overrides, (dict, type(None))):
-            raise TypeError(f"parameter 'overrides' must be a dict, got {overrides!r}")
+            raise ParameterError(f"parameter 'overrides' must be a dict, got {overrides!r}")
         chosen = {k: v for k, v in named.items() if v is not None}
         return cls.from_profile(profile, **{**chosen, **(overrides or {})})
 
@@ -120,6 +166,60 @@ class Study:
     def pass_config(self) -> PassConfig:
         return PassConfig(batch_size=self.batch_size, device=self.device, dtype=self.dtype,
                           num_workers=self.num_workers, progress=self.progress)
+
+    # ------------------------------------------------------------------ checks
+    def check(self) -> None:
+        """Resolve everything a run needs before its first forward pass, so that a wrong name,
+        file or parameter fails at once rather than after the first model's analysis. First the
+        cheap checks of every model (its name, whether vitphase can trace it, its checkpoint
+        file, whether the data fits it, the data folder), then the weights and the data are
+        loaded (kept for the run) and the split sizes checked against the data.
+
+        Raises:
+            UnknownModelError, UnsupportedModelError, CheckpointError, WeightsUnavailableError,
+            DataNotFoundError, ParameterError: what the user has to fix, with a message saying how.
+        """
+        self._check_device()
+        kinds = {name: resolve_model(name, self.checkpoints.get(name)) for name in self.models}
+        for name, kind in kinds.items():
+            self._check_data_fits(name, kind)
+        if self.dataset != "fashion-mnist":
+            from .imagefolder import check_folder_exists
+            check_folder_exists(self.dataset)
+        for name in self.models:
+            self.evaluation_set(name)  # loads the model, then its data
+        try:
+            self.splits
+        except (TypeError, ValueError) as error:  # e.g. more images asked for than the data holds
+            raise ParameterError(str(error)) from error
+
+    def _check_device(self) -> None:
+        """The device must be one torch knows, and a CUDA device must be visible."""
+        import torch
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as error:
+            raise ParameterError(f"parameter 'device': {self.device!r} is not a torch device "
+                                 "(e.g. 'cpu', 'cuda', 'cuda:1')") from error
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ParameterError(f"parameter 'device' is {self.device!r} but no CUDA GPU is "
+                                 "visible to torch here; run on a GPU machine or set device=cpu "
+                                 "(e.g. --set device=cpu).")
+
+    def _check_data_fits(self, model_name: str, kind: str) -> None:
+        """The data set must be set and be the kind the model reads (zoo: Fashion-MNIST, timm:
+        an image folder)."""
+        if self.dataset is None:
+            raise ParameterError("parameter 'dataset' is not set: give 'fashion-mnist' or the path "
+                                 "of an ImageNet-style validation folder (class subfolders, or a "
+                                 "flat folder with labels.txt), e.g. -p dataset /data/imagenet/val "
+                                 "or --set dataset=/data/imagenet/val")
+        if self.dataset == "fashion-mnist" and kind != "zoo":
+            raise ParameterError(f"{model_name} is a timm model for RGB images; Fashion-MNIST only "
+                                 "fits the zoo models. Set 'dataset' to an ImageNet-style folder.")
+        if self.dataset != "fashion-mnist" and kind == "zoo":
+            raise ParameterError(f"{model_name} is a Fashion-MNIST zoo model; it cannot read "
+                                 f"{self.dataset}. Use dataset 'fashion-mnist' for zoo models.")
 
     # ------------------------------------------------------------------ models and data
     def model(self, name: str) -> LoadedModel:
@@ -144,18 +244,9 @@ class Study:
         """The whole evaluation set, preprocessed for ``model_name``: the Fashion-MNIST test set,
         or an ImageNet-style folder with the model's own timm preprocessing."""
         loaded = self.model(model_name)
-        if self.dataset is None:
-            raise ValueError("parameter 'dataset' is not set: give 'fashion-mnist' or the path of an "
-                             "ImageNet-style validation folder (class subfolders, or a flat folder "
-                             "with labels.txt), e.g. -p dataset /data/imagenet/val")
+        self._check_data_fits(model_name, loaded.kind)
         if self.dataset == "fashion-mnist":
-            if loaded.kind != "zoo":
-                raise ValueError(f"{model_name} is a timm model for RGB images; Fashion-MNIST only "
-                                 "fits the zoo models. Set 'dataset' to an ImageNet-style folder.")
             return self._fashion_test
-        if loaded.kind == "zoo":
-            raise ValueError(f"{model_name} is a Fashion-MNIST zoo model; it cannot read "
-                             f"{self.dataset}. Use dataset 'fashion-mnist' for zoo models.")
         if model_name not in self._folder_sets:
             from .imagefolder import load_image_folder
             self._folder_sets[model_name] = load_image_folder(self.dataset, loaded.model)
@@ -190,23 +281,24 @@ class Study:
         num_classes = max(len(images.classes), int(labels.max()) + 1)
         labels_match_head = loaded.kind == "zoo" or bool(getattr(images, "imagenet_order", False))
         def compute() -> dict[str, pd.DataFrame]:
-            # probe features go to memory-mapped files, deleted once the probes are scored
-            scratch = cache_root() / "scratch"
-            scratch.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=scratch) as features:
+            # probe features go to memory-mapped files, deleted once the probes are scored (or the
+            # run stops: an error, Ctrl-C, SIGTERM; a later run removes those of a killed one)
+            with scratch_folder() as features:
                 return full_analysis_tables(
                     loaded.model, self.data(model_name), self.data(model_name, "probe_fit"),
                     self.data(model_name, "probe_score"), num_classes, self.pass_config,
                     labels_match_head=labels_match_head, aci_max_images=self.aci_max_images,
                     pca_max_images=self.pca_max_images,
                     infox_dims=self.infox_dims, probe_max_dim=self.probe_max_dim,
-                    feature_folder=features, seed=self.seed, probe_jobs=self.probe_jobs,
+                    per_head=self.per_head, head_aci_max_images=self.head_aci_max_images,
+                    feature_folder=str(features), seed=self.seed, probe_jobs=self.probe_jobs,
                     desc=model_name)
 
         return cached_tables(
             "analysis", self._key(model_name, aci_max_images=self.aci_max_images,
                                   pca_max_images=self.pca_max_images,
                                   infox_dims=self.infox_dims, probe_max_dim=self.probe_max_dim,
+                                  per_head=self.per_head, head_aci_max_images=self.head_aci_max_images,
                                   n_probe_fit=self.n_probe_fit, n_probe_score=self.n_probe_score),
             compute, refresh=self.refresh)
 
@@ -229,21 +321,56 @@ class Study:
         return pd.concat(frames, ignore_index=True)
 
     # ------------------------------------------------------------------ models chapter
-    def model_inventory(self) -> pd.DataFrame:
-        """T1: architecture and test top-1 per model. Zoo checkpoints are re-evaluated on the
-        Fashion-MNIST test images their recorded top-1 was measured on, and must match it."""
+    def geometry(self, model_name: str) -> dict[str, pd.DataFrame]:
+        """Token similarity per layer, top-1 and the PE Dominance Ratio over the analysis images:
+        one pass, far cheaper than :meth:`analysis`. Tables: ``per_layer``, ``summary``."""
+        loaded = self.model(model_name)
+        return cached_tables(
+            "geometry", self._key(model_name),
+            lambda: geometry_tables(loaded.model, self.data(model_name), self.pass_config,
+                                    desc=model_name),
+            refresh=self.refresh)
+
+    def variant_inventory(self) -> pd.DataFrame:
+        """T1b: the study's variants: base, change, parameters, test top-1 (re-measured; it must
+        equal the recorded one), PE Dominance Ratio and training time."""
+        from .models import VARIANTS
+        if not self.variants:
+            return pd.DataFrame()
+        rows = []
+        for row in self.model_inventory(self.variants).itertuples():
+            variant = VARIANTS[row.model]
+            summary = self.geometry(row.model)["summary"]
+            rows.append({"variant": row.model, "group": variant.group, "base": variant.base,
+                         "change": variant.change, "parameters": row.parameters,
+                         "test_top1": row.test_top1,
+                         "pe_dominance_ratio": float(summary.pe_dominance_ratio.iloc[0]),
+                         "train_minutes_idle_estimate": row.train_minutes_idle_estimate,
+                         "train_minutes_recorded": row.train_minutes_recorded})
+        return pd.DataFrame(rows)
+
+    def model_inventory(self, names: tuple[str, ...] | None = None) -> pd.DataFrame:
+        """T1: architecture and test top-1 per model (``names``: by default the study's models).
+        Zoo checkpoints are re-evaluated on the Fashion-MNIST test images their recorded top-1 was
+        measured on, and must match it."""
         from .models import count_parameters
         from .train import evaluate_top1
         from .zoo import idle_training_seconds, training_record
         rows = []
-        for name in self.models:
+        for name in self.models if names is None else names:
             loaded = self.model(name)
             vit = loaded.model
             row = {"model": name, "depth": len(vit.blocks), "width": vit.embed_dim,
                    "heads": vit.blocks[0].attn.num_heads, "patch": vit.patch_embed.patch_size[0],
                    "tokens": vit.patch_embed.num_patches + vit.num_prefix_tokens,
                    "parameters": count_parameters(vit), "source": loaded.source}
-            if loaded.kind == "zoo":
+            if loaded.kind == "zoo" and name in self.checkpoints:
+                # a user's file: no training record describes it, so only its measured top-1
+                row.update(test_images=len(self._fashion_test),
+                           test_top1=evaluate_top1(vit, self._fashion_test),
+                           recorded_top1=float("nan"), trained_fraction=float("nan"),
+                           train_minutes_recorded=float("nan"), train_minutes_idle_estimate=float("nan"))
+            elif loaded.kind == "zoo":
                 record = training_record(name)
                 snapshot = next((s for s in record["snapshots"] if s["sha256"] == loaded.fingerprint), None)
                 if snapshot is None:
@@ -276,10 +403,12 @@ class Study:
         return pd.DataFrame(rows)
 
     def training_curves(self) -> pd.DataFrame:
-        """Per-epoch training log of every zoo model of the study."""
+        """Per-epoch training log of every zoo model of the study (not of those whose weights come
+        from a ``checkpoints`` file: the zoo's log does not describe them)."""
         from .zoo import training_record
         frames = [pd.DataFrame(training_record(name)["log"]).assign(model=name)
-                  for name in self.models if self.model(name).kind == "zoo"]
+                  for name in self.models
+                  if self.model(name).kind == "zoo" and name not in self.checkpoints]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def describe(self) -> dict:

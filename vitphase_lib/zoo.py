@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .io import sha256_file
+from .errors import VitphaseError
 from .models import ALL_MINI_CONFIGS, TINY_ZOO, VARIANTS, MiniViTConfig, build_mini_vit
 from .numerics import portable_requested
 from .train import MonitorSpec, TrainConfig
@@ -33,7 +34,7 @@ def shipped_dir(name: str) -> Path:
     return SHIPPED_ZOO_DIR / "tiny" if base in TINY_ZOO else SHIPPED_ZOO_DIR
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(VitphaseError, RuntimeError):
     """A checkpoint file is missing, truncated, altered or does not fit its model."""
 
 
