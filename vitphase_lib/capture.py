@@ -153,14 +153,23 @@ def vit_layout(model: torch.nn.Module) -> ViTLayout:
 
 
 class Sink(Protocol):
-    """What :func:`trace` calls. Implementations must not keep references to the tensors."""
+    """What :func:`trace` and :func:`~vitphase_lib.analysis.run_pass` call, per batch in this
+    order: ``begin_batch``, the layers' callbacks as the model runs, ``on_logits``. It mirrors
+    the callbacks of :class:`vitphase_lib.metrics.base.Accumulator`, which documents them and
+    which every metric extends (``tests/test_accumulators.py`` checks the two agree). A sink must
+    not keep references to the tensors. ``on_head_attention`` is called only for sinks whose
+    ``reads_head_attention()`` is true (or, without that method, that define it): keeping every
+    head's weights costs memory."""
+
+    def begin_batch(self, labels: torch.Tensor, start: int | None = None) -> None: ...
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None: ...
 
     def on_attention(self, block: int, attention: torch.Tensor) -> None: ...
 
-    # optional: ``on_head_attention(block, weights)`` gets every head's weights (B, heads, T, T)
-    # in float32; the capture keeps them only when a sink defines it
+    def on_head_attention(self, block: int, weights: torch.Tensor) -> None: ...
+
+    def on_logits(self, logits: torch.Tensor) -> None: ...
 
 
 @contextmanager

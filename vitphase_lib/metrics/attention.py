@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 
-import networkx as nx
 import numpy as np
 import pandas as pd
 import torch
@@ -92,6 +91,7 @@ def consensus_index(attention: torch.Tensor, num_prefix: int, method: str = "aut
 
 def pagerank_share(mean_attention: np.ndarray, node: int = 0) -> float:
     """Share of PageRank held by ``node`` in the graph with edges i -> j weighted A[i, j]."""
+    import networkx as nx  # here: only the results need it
     graph = nx.from_numpy_array(mean_attention, create_using=nx.DiGraph)
     return float(nx.pagerank(graph, weight="weight", max_iter=1000, tol=1e-10)[node])
 
@@ -113,6 +113,7 @@ class AttentionGraph(Accumulator):
         super().__init__(layout)
         check_max_images("aci_max_images", aci_max_images)
         self.aci_max_images = aci_max_images
+        self.add_state("images", "attention", "ccc", "aci", "aci_sq", "aci_images", per="block")
 
     def on_attention(self, block: int, attention: torch.Tensor) -> None:
         prefix = self.layout.num_prefix_tokens
@@ -160,6 +161,7 @@ class AttentionHeads(Accumulator):
         super().__init__(layout)
         check_max_images("head_aci_max_images", aci_max_images)
         self.aci_max_images = aci_max_images
+        self.add_state("images", "ccc", "aci", "aci_sq", "aci_images", per="block")  # ccc, aci: (heads,)
 
     def on_head_attention(self, block: int, weights: torch.Tensor) -> None:
         prefix = self.layout.num_prefix_tokens

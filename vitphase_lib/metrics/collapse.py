@@ -54,6 +54,8 @@ class CollapseMoments(Accumulator):
         if not isinstance(num_classes, int) or num_classes < 2:
             raise TypeError(f"num_classes must be an int >= 2, got {num_classes!r}")
         self.num_classes = num_classes
+        self.add_state("counts")                          # (C,) images per class
+        self.add_state("sums", "m2", per="layer/feature")  # (C, D) class sums, (D, D) sum x x^T
 
     def begin_batch(self, labels: torch.Tensor, start: int | None = None) -> None:
         super().begin_batch(labels, start)
@@ -64,15 +66,18 @@ class CollapseMoments(Accumulator):
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
         for feature, x in layer_features(self.layout, layer, tokens).items():
             key = f"{layer}/{feature}"
-            if f"{key}/sums" not in self.sums:
-                self.sums[f"{key}/sums"] = torch.zeros(self.num_classes, x.shape[1],
-                                                       dtype=torch.float64, device=x.device)
             x = x.double()  # float64 products: NC1 subtracts class-mean terms from m2 (cancellation)
-            self.sums[f"{key}/sums"].index_add_(0, self.labels, x)
+            self.running_sum(f"{key}/sums", (self.num_classes, x.shape[1]), x.device).index_add_(
+                0, self.labels, x)
             self.add(f"{key}/m2", x.T @ x)
 
     def keys(self) -> list[tuple[str, str]]:
         return [tuple(k.rsplit("/", 2)[:2]) for k in self.sums if k.endswith("/sums")]
+
+    def result(self) -> pd.DataFrame:
+        """NC1-NC3 per (layer, feature), the classifier fitted by least squares everywhere
+        (:func:`collapse_table` takes the network's own head where it applies)."""
+        return collapse_table(self)[0]
 
 
 @dataclass
@@ -156,6 +161,7 @@ class NearestClassCenter(Accumulator):
     def __init__(self, layout: ViTLayout, geometry: dict[tuple[str, str], CollapseGeometry]):
         super().__init__(layout)
         self.geometry = geometry
+        self.add_state("agree", "margin", "images", per="layer/feature")
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
         for feature, x in layer_features(self.layout, layer, tokens).items():

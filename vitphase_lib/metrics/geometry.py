@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from ..capture import ViTLayout
 from .base import Accumulator
 
 
@@ -43,6 +44,10 @@ class TokenGeometry(Accumulator):
     """Per layer: centered and raw similarity of the patch tokens, mean token norm."""
 
     name = "geometry"
+
+    def __init__(self, layout: ViTLayout):
+        super().__init__(layout)
+        self.add_state("centered", "raw", "norm", "images", per="layer")
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
         x = (tokens if layer == "raw" else tokens[:, self.layout.num_prefix_tokens:]).float()

@@ -1,7 +1,7 @@
 """Linear probes: logistic regression per layer on the [CLS] and mean-patch features, fitted on
 the probe-fit images and scored on the disjoint probe-score images (scikit-learn).
 
-:class:`FeatureCollector` streams each (layer, feature) into a preallocated float32 array,
+:class:`FeatureCollector` gathers each (layer, feature) into a preallocated float32 array,
 memory-mapped on disk when a folder is given, so host memory stays bounded for large runs; it is
 the one accumulator that copies to the host every batch (once per batch, all layers together).
 """
@@ -12,10 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from ..capture import ViTLayout
 from .base import Accumulator
@@ -23,49 +19,46 @@ from .collapse import layer_features
 
 
 class FeatureCollector(Accumulator):
+    """Every image's [CLS] and mean-patch features per layer (gathered states ``features``, one
+    float32 row per image), and its label (``targets``), for :func:`probe_table`. ``n_images``:
+    the images of the whole data set (every rank's); ``folder``: keep the features there in
+    memory-mapped ``.npy`` files instead of host memory."""
+
     name = "features"
 
     def __init__(self, layout: ViTLayout, n_images: int, folder: str | Path | None = None):
         super().__init__(layout)
         self.n_images, self.folder = n_images, Path(folder) if folder else None
-        self.features: dict[tuple[str, str], np.ndarray] = {}
-        self.targets = np.zeros(n_images, dtype=np.int64)
-        self._start = self._stop = 0
+        self.add_state("features", per="layer/feature", reduce="gather")
+        self.add_state("targets", reduce="gather")
+        self._pending: dict[tuple[str, str], torch.Tensor] = {}
 
-    def all_reduce(self, rows_per_chunk: int = 4096) -> None:
-        """Gather every rank's rows onto every rank: each rank's arrays are zero outside its own
-        rows, so a sum is an exact gather. Chunked, so memory stays bounded for large runs."""
-        import torch.distributed as dist
+    @property
+    def features(self) -> dict[tuple[str, str], np.ndarray]:
+        """(layer, feature) -> the (n_images, width) rows."""
+        return {tuple(key.split("/")[:2]): rows for key, rows in self.rows.items()
+                if key.endswith("/features")}
 
-        from ..distributed import check_same_keys, collective_device
-        check_same_keys([f"{layer}/{feature}" for layer, feature in self.features], "probe features")
-        device = collective_device()
-        arrays = [self.targets] + [self.features[key] for key in sorted(self.features)]
-        for array in arrays:
-            for lo in range(0, self.n_images, rows_per_chunk):
-                chunk = torch.from_numpy(np.ascontiguousarray(array[lo:lo + rows_per_chunk])).to(device)
-                dist.all_reduce(chunk)
-                array[lo:lo + rows_per_chunk] = chunk.cpu().numpy()
+    @property
+    def targets(self) -> np.ndarray:
+        return self.rows.get("targets", np.zeros(self.n_images, dtype=np.int64))
+
+    def new_rows(self, key: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        if self.folder is None or key == "targets":
+            return np.zeros((self.n_images, *shape), dtype=dtype)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        layer, feature, _ = key.split("/")
+        return np.lib.format.open_memmap(self.folder / f"{layer}-{feature}.npy", mode="w+",
+                                         dtype=dtype, shape=(self.n_images, *shape))
 
     def begin_batch(self, labels: torch.Tensor, start: int | None = None) -> None:
         super().begin_batch(labels, start)
         # rows by global image index: on several ranks each fills its own rows, zeros elsewhere
-        self._start, self._stop = self.batch_start, self.batch_start + len(labels)
-        if self._stop > self.n_images:
+        if self.batch_start + len(labels) > self.n_images:
             raise ValueError(f"FeatureCollector was sized for {self.n_images} images but got image "
-                             f"{self._stop - 1}; give the number of images of the whole data set.")
-        self._pending: dict[tuple[str, str], torch.Tensor] = {}
-
-    def _array(self, key: tuple[str, str], dim: int) -> np.ndarray:
-        if key not in self.features:
-            if self.folder is None:
-                self.features[key] = np.zeros((self.n_images, dim), dtype=np.float32)
-            else:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                self.features[key] = np.lib.format.open_memmap(
-                    self.folder / f"{key[0]}-{key[1]}.npy", mode="w+", dtype=np.float32,
-                    shape=(self.n_images, dim))
-        return self.features[key]
+                             f"{self.batch_start + len(labels) - 1}; give the number of images of "
+                             "the whole data set.")
+        self._pending = {}
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
         for feature, x in layer_features(self.layout, layer, tokens).items():
@@ -80,16 +73,27 @@ class FeatureCollector(Accumulator):
                            + [self.labels.unsqueeze(1).float()], dim=1).cpu().numpy()
         self._pending = {}
         offset = 0
-        for key, width in zip(keys, widths):
-            self._array(key, width)[self._start:self._stop] = packed[:, offset:offset + width]
+        for (layer, feature), width in zip(keys, widths):
+            self.put_rows(f"{layer}/{feature}/features", packed[:, offset:offset + width])
             offset += width
-        self.targets[self._start:self._stop] = packed[:, -1].astype(np.int64)
+        self.put_rows("targets", packed[:, -1].astype(np.int64))
+
+    def result(self) -> pd.DataFrame:
+        """Per (layer, feature): the rows' width and mean norm (the probes: :func:`probe_table`)."""
+        return pd.DataFrame([{"layer": layer, "feature": feature, "images": self.n_images,
+                              "width": rows.shape[1],
+                              "mean_norm": float(np.linalg.norm(rows, axis=1).mean())}
+                             for (layer, feature), rows in self.features.items()])
 
 
 def probe_top1(fit_x: np.ndarray, fit_y: np.ndarray, score_x: np.ndarray, score_y: np.ndarray,
                max_dim: int | None = None, seed: int = 0) -> float:
     """Top-1 (%) of a standardised multinomial logistic regression (PCA to ``max_dim`` first
     when the features are wider)."""
+    from sklearn.decomposition import PCA  # here: importing scikit-learn takes a second
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
     steps = [StandardScaler()]
     if max_dim is not None and fit_x.shape[1] > max_dim:
         steps.append(PCA(n_components=max_dim, random_state=seed))

@@ -28,6 +28,7 @@ Three streaming passes, memory independent of the number of images:
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import pandas as pd
@@ -60,6 +61,7 @@ class TokenMoments(Accumulator):
         super().__init__(layout)
         check_max_images("pca_max_images", max_images)
         self.max_images = max_images
+        self.add_state("count", "sum", "m2", per="layer")  # tokens, (D,) sum x, (D, D) sum x x^T
 
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
         take = self.images_to_take(tokens.shape[0], self.max_images)
@@ -99,6 +101,16 @@ class TokenMoments(Accumulator):
         values, vectors = values[-k:].flip(0), vectors[:, -k:].flip(1)
         return Projection(mean, scale, vectors / values.clamp_min(1e-12).sqrt() if whiten else vectors)
 
+    def result(self) -> pd.DataFrame:
+        """Per layer: the tokens counted and their total variance (trace of the covariance)."""
+        rows = []
+        for depth, layer in enumerate(self.layout.layer_names):
+            n = float(self.sums[f"{layer}/count"])
+            mean = self.sums[f"{layer}/sum"] / n
+            variance = float(self.sums[f"{layer}/m2"].diagonal().sum() / n - mean.square().sum())
+            rows.append({"layer": layer, "depth": depth, "tokens": int(n), "total_variance": variance})
+        return pd.DataFrame(rows)
+
 
 @dataclass
 class Projection:
@@ -126,7 +138,7 @@ def _self_design(x: torch.Tensor) -> torch.Tensor:
 
 class _DecoderPass(Accumulator):
     """Shared by fit and score: the per-batch target (from ``raw``, which the model emits
-    first) and the decoder inputs of every layer."""
+    first) and the decoder inputs of every layer (:meth:`on_layer`)."""
 
     def __init__(self, layout: ViTLayout, inputs: dict[str, Projection], target: Projection):
         super().__init__(layout)
@@ -140,14 +152,20 @@ class _DecoderPass(Accumulator):
         if layer in self.inputs:
             self.on_layer(layer, self.inputs[layer](patches), self._y)
 
+    @abc.abstractmethod
     def on_layer(self, layer: str, x: torch.Tensor, y: torch.Tensor) -> None:
-        raise NotImplementedError
+        """A layer's whitened decoder inputs x (B, N, k) and the targets y (B, N, k_target)."""
 
 
 class DecoderFit(_DecoderPass):
     """Normal equations X^T X, X^T Y of the self and all decoders of every layer."""
 
     name = "decoder-fit"
+
+    def __init__(self, layout: ViTLayout, inputs: dict[str, Projection], target: Projection):
+        super().__init__(layout, inputs, target)
+        # per fold of the 2-fold cross-validation: X'X, X'Y, tr Y'Y and the design's rows
+        self.add_state("xx", "xy", "yy", "samples", per="layer/decoder/fold")
 
     def add(self, key: str, value) -> None:
         super().add(key, value)
@@ -222,6 +240,23 @@ class DecoderFit(_DecoderPass):
             errors[ridge] = total
         return min(errors, key=errors.get), errors
 
+    def result(self) -> pd.DataFrame:
+        """Per layer and decoder: the cross-validated ridge and its held-out mean squared error
+        per target entry (both folds)."""
+        rows = []
+        for depth, layer in enumerate(self.layout.layer_names):
+            if layer not in self.inputs:
+                continue
+            self_ridge = None
+            for kind in ("self", "all"):
+                ridge, errors = self.choose_ridge(layer, kind, self_ridge)
+                self_ridge = ridge if kind == "self" else self_ridge
+                entries = sum(float(self._moments(layer, kind, fold)[3]) for fold in (0, 1)) \
+                    * self.sums[f"{layer}/{kind}/0/xy"].shape[1]
+                rows.append({"layer": layer, "depth": depth, "decoder": kind, "ridge": ridge,
+                             "cv_mse": errors[ridge] / entries})
+        return pd.DataFrame(rows)
+
     def decoders(self, release: bool = False) -> dict[str, dict[str, torch.Tensor]]:
         """Ridge solutions per layer, refitted on both folds with the cross-validated ridge:
         ``self`` (k + N, k_t) and ``all`` (N k + 1, N k_t); ``self.ridges`` records the choice.
@@ -263,6 +298,8 @@ class DecoderScore(_DecoderPass):
                  ridges: dict[tuple[str, str], float] | None = None):
         super().__init__(layout, inputs, target)
         self.decoders, self.ridges = decoders, ridges or {}
+        self.add_state("sse", per="layer/decoder")              # squared errors of each decoder
+        self.add_state("y_sum", "y_sq", "samples", per="layer")  # for the targets' variance
 
     def on_layer(self, layer: str, x: torch.Tensor, y: torch.Tensor) -> None:
         b, n, k = x.shape

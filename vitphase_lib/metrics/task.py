@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from ..capture import ViTLayout
 from .base import Accumulator, NonFiniteActivationError
 
 
@@ -11,6 +12,10 @@ class Top1(Accumulator):
     """Top-1 accuracy of the model's own classifier."""
 
     name = "top1"
+
+    def __init__(self, layout: ViTLayout):
+        super().__init__(layout)
+        self.add_state("correct", "images")
 
     def on_logits(self, logits: torch.Tensor) -> None:
         self.add("correct", (logits.argmax(-1) == self.labels).sum())
@@ -34,12 +39,16 @@ class FiniteCheck(Accumulator):
 
     name = "finite"
 
+    def __init__(self, layout: ViTLayout):
+        super().__init__(layout)
+        self.add_state("nonfinite", per="layer")
+
     def on_tokens(self, layer: str, tokens: torch.Tensor) -> None:
-        self.add(layer, ~torch.isfinite(tokens.sum()))
+        self.add(f"{layer}/nonfinite", ~torch.isfinite(tokens.sum()))
 
     def check(self) -> None:
         for layer in self.layout.layer_names:
-            bad = int(self.sums.get(layer, torch.zeros(())))
+            bad = int(self.sums.get(f"{layer}/nonfinite", 0))
             if bad:
                 raise NonFiniteActivationError(
                     f"layer {layer!r} produced NaN/inf activations in {bad} batch(es). Common causes: "
@@ -47,4 +56,5 @@ class FiniteCheck(Accumulator):
                     "images that were not normalised. Nothing was cached.")
 
     def result(self) -> pd.DataFrame:
-        return pd.DataFrame([{"layer": k, "nonfinite": int(v)} for k, v in self.sums.items()])
+        return pd.DataFrame([{"layer": layer, "nonfinite": int(self.sums[f"{layer}/nonfinite"])}
+                             for layer in self.layout.layer_names if f"{layer}/nonfinite" in self.sums])
