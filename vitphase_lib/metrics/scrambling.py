@@ -247,14 +247,13 @@ class DecoderFit(_DecoderPass):
         for depth, layer in enumerate(self.layout.layer_names):
             if layer not in self.inputs:
                 continue
-            self_ridge = None
-            for kind in ("self", "all"):
-                ridge, errors = self.choose_ridge(layer, kind, self_ridge)
-                self_ridge = ridge if kind == "self" else self_ridge
-                entries = sum(float(self._moments(layer, kind, fold)[3]) for fold in (0, 1)) \
-                    * self.sums[f"{layer}/{kind}/0/xy"].shape[1]
+            self_ridge, self_errors = self.choose_ridge(layer, "self")
+            all_ridge, all_errors = self.choose_ridge(layer, "all", self_ridge)
+            for kind, ridge, errors in (("self", self_ridge, self_errors), ("all", all_ridge, all_errors)):
+                samples = sum(float(self.sums[f"{layer}/{kind}/{fold}/samples"]) for fold in (0, 1))
+                width = self.sums[f"{layer}/{kind}/0/xy"].shape[1]  # target entries per sample
                 rows.append({"layer": layer, "depth": depth, "decoder": kind, "ridge": ridge,
-                             "cv_mse": errors[ridge] / entries})
+                             "cv_mse": errors[ridge] / (samples * width)})
         return pd.DataFrame(rows)
 
     def decoders(self, release: bool = False) -> dict[str, dict[str, torch.Tensor]]:
