@@ -2,8 +2,10 @@
 and the README table rendered from it."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -482,3 +484,76 @@ def test_monitor_is_timed_beside_a_training_epoch():
     report = format_monitor(timing)
     assert ("PASS" if timing.default_share <= TARGET else "MISS") in report
     assert f"{timing.zoo_share:.1%}" in report
+
+
+# --------------------------------------------------------------------------- JSON results
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _report(profile_timing) -> BenchReport:
+    result = bench.MemoryResult(images=4, peak_rss_mb=900.0, before_pass_rss_mb=800.0,
+                                ru_maxrss_mb=900.0, peak_source="VmHWM", cuda_peak_mb=None,
+                                seconds=1.0, mmap_threshold="131072")
+    memory = bench.MemoryScaling(model="tiny", device="cpu", batch_size=4, small=result,
+                                 large=replace(result, images=16, peak_rss_mb=909.0))
+    monitor = bench.MonitorTiming(model="tiny-s", step_seconds=0.01, steps_per_epoch=938,
+                                  default_seconds=0.2, zoo_seconds=0.3, probe_images=32)
+    timing = replace(profile_timing, profile_share=ProfileShare("default", 512, 512, 2000))
+    return BenchReport(device="cpu", threads=1, timings=[timing], memory=[memory], seconds=12.0,
+                       quick=True, monitor=monitor)
+
+
+def test_the_json_result_holds_every_number_and_the_machine(profile_timing, tmp_path):
+    report = _report(profile_timing)
+    record = json.loads(json.dumps(bench.to_record(report)))  # plain JSON types only
+    assert record["quick"] and "quick run" in record["note"]
+    assert {"cpu", "cores", "torch", "python", "device", "torch_threads"} <= set(record["machine"])
+    (timing,) = record["timings"]
+    t = report.timings[0]
+    assert timing["seconds"] == t.seconds and timing["caps"] == {"aci": 3, "pca": 5, "head_aci": None}
+    assert timing["ratios"][CAPTURE_PROFILE] == pytest.approx(t.profile_ratio)
+    assert timing["profile_passed"] == t.profile_passed
+    assert record["memory"][0]["ratio"] == pytest.approx(909 / 900)
+    assert record["monitor"]["default_share"] == pytest.approx(report.monitor.default_share)
+
+    first = bench.write_record(record, tmp_path)
+    assert first.name == f"{record['date']}-{bench.results.slug(record['machine']['cpu'])}.json"
+    later = {**record, "created": "9999-01-01T00:00:00+00:00"}
+    second = bench.write_record(later, tmp_path)  # same day and CPU: a new name
+    assert second != first and second.stem.endswith("-2")
+    assert bench.latest_record(tmp_path) == later
+
+
+def test_readme_table_is_rendered_from_the_json(profile_timing):
+    record = json.loads(json.dumps(bench.to_record(_report(profile_timing))))
+    table = bench.readme_table(record)
+    t = profile_timing
+    assert f"{t.plain * 1e3:.0f} ms" in table and f"{t.ratio:.2f}x" in table
+    assert f"**{t.profile_ratio:.2f}x, {'pass' if t.profile_passed else 'miss'}**" in table
+    assert "1.010x, pass (4 / 16 images)" in table and "quick run" in table
+    appendix = bench.results.appendix_tables(record)
+    assert "TokenGeometry" in appendix and "Training-time monitor" in appendix
+
+
+def test_fill_replaces_only_the_text_between_the_markers():
+    text = "a\n<!-- bench:table start -->\nold\nlines\n<!-- bench:table end -->\nb\n"
+    assert (bench.results.fill(text, "table", "new")
+            == "a\n<!-- bench:table start -->\nnew\n<!-- bench:table end -->\nb\n")
+    with pytest.raises(ValueError):
+        bench.results.fill(text, "latest", "new")
+
+
+def _between_markers(path: Path, name: str) -> str:
+    text = path.read_text()
+    start, end = f"<!-- bench:{name} start -->\n", f"\n<!-- bench:{name} end -->"
+    return text[text.index(start) + len(start):text.index(end)]
+
+
+def test_readme_and_book_tables_are_the_latest_committed_result():
+    """The README's benchmark table and the book's are what the latest result in
+    benchmarks/results renders (`vitphase bench --render` refills them)."""
+    record = bench.latest_record(REPO / "benchmarks" / "results")
+    assert record is not None, "no result in benchmarks/results: run `vitphase bench`"
+    assert _between_markers(REPO / "README.md", "table") == bench.readme_table(record)
+    assert (_between_markers(REPO / "book" / "engineering_notes.md", "latest")
+            == bench.results.appendix_tables(record))

@@ -136,8 +136,9 @@ def _headline(record: dict) -> str:
     m = record["machine"]
     command = "vitphase bench --quick" if record["quick"] else "vitphase bench"
     quick = f" This is {QUICK_NOTE}." if record["quick"] else ""
-    return (f"Measured {record['date']} on {m['cpu']} ({m['cores']} cores, {m['torch_threads']} "
-            f"torch threads, device {m['device']}) by `{command}` in {record['seconds']:.0f} s."
+    threads = f"{m['torch_threads']} torch thread{'' if m['torch_threads'] == 1 else 's'}"
+    return (f"Measured {record['date']} on {m['cpu']} ({m['cores']} cores, {threads}, device "
+            f"{m['device']}) by `{command}` in {record['seconds']:.0f} s."
             f"{quick}")
 
 

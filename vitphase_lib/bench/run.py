@@ -51,7 +51,9 @@ def time_case(case: BenchCase, plan: BenchPlan, device: str, log) -> TimingResul
 
 def run_benchmark(plan: BenchPlan, device: str = "cpu", log=print) -> BenchReport:
     start = time.perf_counter()
-    stamped = lambda message: log(f"[bench {time.perf_counter() - start:4.0f} s] {message}")
+
+    def stamped(message: str) -> None:
+        log(f"[bench {time.perf_counter() - start:4.0f} s] {message}")
     timings, memory = [], []
     for case in plan.cases:
         timings.append(time_case(case, plan, device, stamped))
