@@ -2,7 +2,7 @@
 # Everything runs inside .venv, created on first use by scripts/bootstrap.sh.
 PROFILE ?= default
 VENV := .venv/bin
-.PHONY: setup book chapters notebooks zoo test smoke-notebooks bench clean
+.PHONY: setup book chapters notebooks zoo lint test test-fast smoke-notebooks bench clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -19,10 +19,18 @@ zoo: setup
 notebooks: setup
 	$(VENV)/vitphase notebooks
 
-## test: unit tests and the nbval regression of the smoke-profile chapters, with portable numerics
+## lint: ruff with the settings of pyproject.toml
+lint: setup
+	$(VENV)/ruff check .
+
+## test: lint, unit tests and the nbval regression of the smoke-profile chapters, with portable numerics
 ## (scripts/portable.sh: one code path per numeric library: CI's numbers do not depend on its host)
-test: setup
+test: setup lint
 	bash scripts/portable.sh $(VENV)/python -m pytest tests --nbval-lax --nbval-current-env -p no:cacheprovider --durations=15
+
+## test-fast: the unit tests without the slow ones (nbval, browser, paper profile, torchrun)
+test-fast: setup
+	bash scripts/portable.sh $(VENV)/python -m pytest tests -m "not slow" --ignore=tests/notebooks -p no:cacheprovider --durations=10
 
 ## smoke-notebooks: re-record the smoke-profile chapters nbval compares against
 smoke-notebooks: setup

@@ -38,3 +38,17 @@ def restore_torch_globals():
 def synthetic():
     """64 single-channel 28 x 28 images of 4 classes (class-dependent blobs plus noise)."""
     return synthetic_images(n=64, num_classes=4, size=28, channels=1, seed=0)
+
+
+# Whole files of slow tests whose modules do not mark themselves (`make test-fast` leaves the
+# slow ones out; the markers are registered in pyproject.toml).
+SLOW_FILES = {"test_book_browser.py": ("browser",)}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        extra = SLOW_FILES.get(item.path.name)
+        if extra is not None:
+            item.add_marker(pytest.mark.slow)
+            for name in extra:
+                item.add_marker(getattr(pytest.mark, name))

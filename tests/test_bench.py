@@ -1,26 +1,25 @@
-"""The benchmark core (vitphase_lib.bench) on a tiny ViT: result structure, not speed."""
+"""The benchmark (vitphase_lib.bench) on a tiny ViT: result structure, not speed; its JSON result
+and the README table rendered from it."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
-from vitphase_lib import bench, metrics
+from vitphase_lib import bench
 from vitphase_lib.analysis import PassConfig
 from vitphase_lib.bench import (CAPTURE, CAPTURE_NO_ATTN, CAPTURE_NO_METRICS, CAPTURE_PROFILE,
-                                CAPTURE_PROFILE_NO_ACI,
-                                DIAGNOSTIC_VARIANTS, GEOMETRY_PASS, PLAIN, PLAIN_UNFUSED,
-                                BenchCase, BenchPlan,
-                                BenchReport, ModelSpec, ProfileShare, RandomImages,
-                                accumulator_classes,
-                                benchmarked_classes, format_report, make_accumulators,
-                                memory_scaling, missing_arguments, random_images, run_benchmark,
-                                skipped_classes, time_passes)
-from vitphase_lib.metrics.attention import AttentionGraph
+                                CAPTURE_PROFILE_NO_ACI, DIAGNOSTIC_VARIANTS, GEOMETRY_PASS, PLAIN,
+                                PLAIN_UNFUSED, BenchCase, BenchPlan, BenchReport, Caps, ModelSpec,
+                                ProfileShare, RandomImages, format_report, memory_scaling,
+                                random_images, run_benchmark, sweep_accumulators, time_passes)
+from vitphase_lib.bench import timing as timing_module
+from vitphase_lib.metrics.attention import AttentionGraph, AttentionHeads
 from vitphase_lib.metrics.scrambling import TokenMoments
-from vitphase_lib.metrics.base import Accumulator
 from vitphase_lib.models import MiniViTConfig
 
 TINY = MiniViTConfig("t", depth=2, width=16, heads=2)
@@ -47,55 +46,50 @@ def profile_timing(spec):
     """Plain, capture and capture with the ACI on the first 3 and the PCA on the first 5 of 8
     images."""
     return time_passes(spec.build(), random_images(8, 1, 28), batch_size=4, repeats=2,
-                       variants=(PLAIN, CAPTURE, CAPTURE_PROFILE), label="tiny", aci_images=3,
-                       pca_images=5)
+                       variants=(PLAIN, CAPTURE, CAPTURE_PROFILE), label="tiny",
+                       caps=Caps(aci=3, pca=5))
 
 
-def test_registry_finds_the_metric_accumulators():
-    found = accumulator_classes()
-    names = [cls.__name__ for cls in found]
-    assert "TokenGeometry" in names and "Top1" in names
-    assert "Accumulator" not in names and "FiniteCheck" not in names  # run_pass adds FiniteCheck itself
-    assert all(issubclass(cls, Accumulator) for cls in found)
-    assert not any(name.startswith("_") for name in names)
-    assert len(names) == len(set(names))
-    benchmarked, skipped = benchmarked_classes(), skipped_classes()
-    assert set(benchmarked) | {c for c in found if c.__name__ in skipped} == set(found)
-    assert all(not missing_arguments(cls) for cls in benchmarked)
-    assert all(args for args in skipped.values())
+def _names(accumulators) -> list[str]:
+    return [type(a).__name__ for a in accumulators]
 
 
-def test_registry_picks_up_new_accumulators_and_builds_what_it_can(monkeypatch):
-    class AttentionEntropy(Accumulator):  # needs num_classes: the benchmark supplies it
-        def __init__(self, layout, num_classes, bins=8):
-            super().__init__(layout)
-            self.num_classes, self.bins = num_classes, bins
+@pytest.mark.parametrize("per_head", [False, True])
+def test_bench_times_the_first_sweep_of_the_analysis(spec, monkeypatch, synthetic, per_head):
+    """The capture variants feed exactly the accumulators full_analysis_tables' first sweep
+    feeds: both come from analysis.analysis_accumulators."""
+    import vitphase_lib.analysis as analysis
+    sweeps = []
 
-        def on_attention(self, block, attention):
-            self.add(f"{block}/seen", attention.sum())
-
-    class NeedsDecoder(Accumulator):  # needs the output of an earlier pass: skipped
-        def __init__(self, layout, decoder):
-            super().__init__(layout)
-
-        def on_tokens(self, layer, tokens):
-            pass
-
-    class NoCallbacks(Accumulator):  # implements no sink callback: nothing to benchmark
+    class FirstSweepDone(Exception):
         pass
 
-    new = {"AttentionEntropy": AttentionEntropy, "NeedsDecoder": NeedsDecoder, "NoCallbacks": NoCallbacks}
-    for name, cls in new.items():
-        monkeypatch.setattr(metrics, name, cls, raising=False)
-    monkeypatch.setattr(metrics, "__all__", [*metrics.__all__, *new])
-    found = accumulator_classes()
-    assert AttentionEntropy in found and NeedsDecoder in found and NoCallbacks not in found
-    assert AttentionEntropy in benchmarked_classes() and NeedsDecoder not in benchmarked_classes()
-    assert skipped_classes()["NeedsDecoder"] == ["decoder"]
-    model = ModelSpec.mini(TINY, batch_size=4).build()
-    built = {type(a): a for a in make_accumulators(model)}
-    assert set(built) == set(benchmarked_classes())
-    assert built[AttentionEntropy].num_classes == TINY.num_classes
+    def first_sweep_only(model, dataset, sinks, config, attention=None, desc="pass"):
+        sweeps.append(_names(sinks))
+        raise FirstSweepDone  # the later sweeps are not timed
+
+    monkeypatch.setattr(analysis, "run_pass", first_sweep_only)
+    model, data = spec.build(), synthetic.subset(range(8)).as_dataset()
+    with pytest.raises(FirstSweepDone):
+        analysis.full_analysis_tables(model, data, data, data, TINY.num_classes,
+                                      PassConfig(batch_size=4, progress=False), per_head=per_head)
+    assert sweeps == [_names(sweep_accumulators(model, per_head=per_head))]
+    assert ("AttentionHeads" in sweeps[0]) == per_head
+    assert {"TokenGeometry", "Top1", "AttentionGraph", "CollapseMoments", "TokenMoments"} <= set(sweeps[0])
+
+
+def test_sweep_accumulators_take_the_caps_and_can_leave_the_aci_out(spec):
+    model = spec.build()
+    sinks = sweep_accumulators(model, Caps(aci=3, pca=5, head_aci=2), per_head=True)
+    (graph,) = [a for a in sinks if isinstance(a, AttentionGraph)]
+    (heads,) = [a for a in sinks if isinstance(a, AttentionHeads)]
+    (moments,) = [a for a in sinks if isinstance(a, TokenMoments)]
+    assert (graph.aci_max_images, heads.aci_max_images, moments.max_images) == (3, 2, 5)
+    no_aci = sweep_accumulators(model, Caps(aci=3, pca=5, head_aci=2), per_head=True, aci=False)
+    assert [a.aci_max_images for a in no_aci if isinstance(a, (AttentionGraph, AttentionHeads))] == [0, 0]
+    every = sweep_accumulators(model)
+    assert [a.aci_max_images for a in every if isinstance(a, AttentionGraph)] == [None]
+    assert not any(isinstance(a, AttentionHeads) for a in every)
 
 
 def test_timing_result_structure(timing):
@@ -110,7 +104,7 @@ def test_timing_result_structure(timing):
     assert timing.paired_ratios == pytest.approx(
         [c / p for c, p in zip(timing.seconds[CAPTURE], timing.seconds[PLAIN])])
     assert timing.passed == (timing.ratio <= bench.TIME_TARGET)
-    assert timing.accumulators == [cls.__name__ for cls in benchmarked_classes()]
+    assert timing.accumulators == _names(sweep_accumulators(timing.model_after))
     assert set(timing.callback_seconds) == set(timing.accumulators)
     for name, spent in timing.callback_seconds.items():
         assert len(spent) == 3 and all(s >= 0 for s in spent), name
@@ -134,8 +128,8 @@ def test_capture_variants_run_what_they_say(spec, monkeypatch):
     model, images = spec.build(), random_images(4, 1, 28)
     config = PassConfig(batch_size=4, progress=False)
     for variant in (CAPTURE_NO_METRICS, CAPTURE_NO_ATTN, CAPTURE):
-        bench._run_variant(variant, model, images, config)
-    every = len(benchmarked_classes())
+        bench.run_variant(variant, model, images, config)
+    every = len(sweep_accumulators(model))
     assert calls == [(0, True), (every, False), (every, True)]
 
 
@@ -145,11 +139,16 @@ def test_variants_must_include_plain_and_capture(spec):
 
 
 def test_profile_share_is_read_from_the_profile():
-    assert ProfileShare.read("default") == ProfileShare("default", 512, 512, 2000)
+    assert ProfileShare.read("default") == ProfileShare("default", 512, 512, 2000, True, 128)
     paper = ProfileShare.read("paper")
-    assert paper == ProfileShare("paper", 512, 512, 10000)
-    # smoke sets neither cap: the Study defaults apply
-    assert ProfileShare.read("smoke") == ProfileShare("smoke", 512, 512, 256)
+    assert paper == ProfileShare("paper", 512, 512, 10000, False, 128)
+    # smoke sets no cap: the Study defaults apply
+    assert ProfileShare.read("smoke") == ProfileShare("smoke", 512, 512, 256, True, 128)
+
+
+def test_profile_share_gives_the_caps_of_a_timing_pass():
+    assert ProfileShare("default", 512, 512, 2000, True, 128).caps(250) == Caps(64, 64, 16)
+    assert ProfileShare("paper", 512, 512, 10000, False, 128).caps(8) == Caps(1, 1, None)
 
 
 @pytest.mark.parametrize("share, timing_images, expected", [
@@ -174,7 +173,7 @@ def test_profile_share_rejects_an_unknown_cap():
 def test_timing_with_aci_images_runs_the_profile_variant(profile_timing):
     t = profile_timing
     assert set(t.seconds) == {PLAIN, CAPTURE, CAPTURE_PROFILE}
-    assert t.aci_images == 3 and t.pca_images == 5
+    assert t.caps == Caps(aci=3, pca=5)
     assert all(len(s) == 2 and all(x > 0 for x in s) for s in t.seconds.values())
     assert t.profile_ratio == pytest.approx(t.median(CAPTURE_PROFILE) / t.plain)
     assert t.profile_passed == (t.profile_ratio <= bench.TIME_TARGET)
@@ -183,46 +182,44 @@ def test_timing_with_aci_images_runs_the_profile_variant(profile_timing):
 
 
 def test_timing_without_the_profile_variant_has_no_profile_ratio(timing):
-    assert timing.aci_images is None and timing.pca_images is None and timing.profile_share is None
+    assert timing.caps is None and timing.profile_share is None
     assert timing.profile_ratio is None and timing.profile_passed is None
 
 
 @pytest.mark.parametrize("variants, caps", [
-    ((PLAIN, CAPTURE, CAPTURE_PROFILE), {}),
-    ((PLAIN, CAPTURE, CAPTURE_PROFILE), {"aci_images": 2}),                   # PCA cap missing
-    ((PLAIN, CAPTURE, CAPTURE_PROFILE), {"pca_images": 2}),                   # ACI cap missing
-    ((PLAIN, CAPTURE), {"aci_images": 2}),
-    ((PLAIN, CAPTURE), {"pca_images": 2}),
-    ((PLAIN, CAPTURE), {"aci_images": 2, "pca_images": 2}),
-    ((PLAIN, CAPTURE, CAPTURE_PROFILE), {"aci_images": 0, "pca_images": 2}),
-    ((PLAIN, CAPTURE, CAPTURE_PROFILE), {"aci_images": 2, "pca_images": 0}),
-    ((PLAIN, CAPTURE, CAPTURE_PROFILE_NO_ACI), {}),
-    ((PLAIN, CAPTURE, CAPTURE_PROFILE_NO_ACI), {"pca_images": 2}),
+    ((PLAIN, CAPTURE, CAPTURE_PROFILE), None),
+    ((PLAIN, CAPTURE, CAPTURE_PROFILE), Caps(aci=2)),                   # PCA cap missing
+    ((PLAIN, CAPTURE, CAPTURE_PROFILE), Caps(pca=2)),                   # ACI cap missing
+    ((PLAIN, CAPTURE), Caps(aci=2, pca=2)),
+    ((PLAIN, CAPTURE, CAPTURE_PROFILE), Caps(aci=0, pca=2)),
+    ((PLAIN, CAPTURE, CAPTURE_PROFILE), Caps(aci=2, pca=0)),
+    ((PLAIN, CAPTURE, CAPTURE_PROFILE_NO_ACI), None),
+    ((PLAIN, CAPTURE, CAPTURE_PROFILE_NO_ACI), Caps(pca=2)),
 ])
 def test_caps_are_given_exactly_with_the_profile_variant(spec, variants, caps):
     with pytest.raises(ValueError):
-        time_passes(spec.build(), random_images(4, 1, 28), 4, 1, variants=variants, **caps)
+        time_passes(spec.build(), random_images(4, 1, 28), 4, 1, variants=variants, caps=caps)
 
 
 def test_profile_variant_needs_both_caps(spec):
     config = PassConfig(batch_size=4, progress=False)
-    with pytest.raises(ValueError, match="pca_images"):
-        bench._run_variant(CAPTURE_PROFILE, spec.build(), random_images(4, 1, 28), config,
-                           aci_images=2)
+    with pytest.raises(ValueError, match="caps"):
+        bench.run_variant(CAPTURE_PROFILE, spec.build(), random_images(4, 1, 28), config,
+                          caps=Caps(aci=2))
 
 
 def test_profile_variant_caps_the_aci_and_the_pca(spec, monkeypatch):
     built = []
 
-    def recording_make_accumulators(model):
-        built.append(make_accumulators(model))
+    def recording_sweep_accumulators(*args, **kwargs):
+        built.append(sweep_accumulators(*args, **kwargs))
         return built[-1]
 
-    monkeypatch.setattr(bench, "make_accumulators", recording_make_accumulators)
+    monkeypatch.setattr(timing_module, "sweep_accumulators", recording_sweep_accumulators)
     model, data = spec.build(), random_images(8, 1, 28)
     config = PassConfig(batch_size=4, progress=False)  # two batches: the cap ends inside the first
     for variant in (CAPTURE_PROFILE, CAPTURE):  # the PCA cap ends inside the second batch
-        bench._run_variant(variant, model, data, config, aci_images=3, pca_images=5)
+        bench.run_variant(variant, model, data, config, caps=Caps(aci=3, pca=5))
     profile, every = ([a for a in sinks if isinstance(a, AttentionGraph)] for sinks in built)
     assert len(profile) == len(every) == 1
     profile_rows, every_rows = profile[0].result(), every[0].result()
@@ -246,16 +243,17 @@ def test_no_aci_variant_leaves_out_the_aci_only(spec, monkeypatch):
     rest of the attention metrics see every image."""
     built = []
 
-    def recording_make_accumulators(model):
-        built.append(make_accumulators(model))
+    def recording_sweep_accumulators(*args, **kwargs):
+        built.append(sweep_accumulators(*args, **kwargs))
         return built[-1]
 
-    monkeypatch.setattr(bench, "make_accumulators", recording_make_accumulators)
+    monkeypatch.setattr(timing_module, "sweep_accumulators", recording_sweep_accumulators)
     config = PassConfig(batch_size=4, progress=False)
-    bench._run_variant(CAPTURE_PROFILE_NO_ACI, spec.build(), random_images(8, 1, 28), config,
-                       aci_images=3, pca_images=5)
+    model = spec.build()
+    bench.run_variant(CAPTURE_PROFILE_NO_ACI, model, random_images(8, 1, 28), config,
+                      caps=Caps(aci=3, pca=5))
     (sinks,) = built
-    assert len(sinks) == len(benchmarked_classes())
+    assert _names(sinks) == _names(sweep_accumulators(model))
     (graph,) = [a for a in sinks if isinstance(a, AttentionGraph)]
     (moments,) = [a for a in sinks if isinstance(a, TokenMoments)]
     assert moments.max_images == 5
@@ -282,7 +280,7 @@ def test_geometry_pass_runs_what_the_book_runs(spec, monkeypatch):
     monkeypatch.setattr(analysis, "run_pass", recording_run_pass)
     monkeypatch.setattr(analysis, "geometry_tables", recording_geometry_tables)
     config = PassConfig(batch_size=4, progress=False)
-    seconds = bench._run_variant(GEOMETRY_PASS, spec.build(), random_images(8, 1, 28), config)
+    seconds = bench.run_variant(GEOMETRY_PASS, spec.build(), random_images(8, 1, 28), config)
     assert seconds > 0
     assert calls == [(["TokenGeometry", "Top1"], False)]
     (result,) = tables
@@ -306,7 +304,7 @@ def test_report_shows_the_geometry_pass(spec):
 def test_report_shows_the_no_aci_floor(spec):
     t = time_passes(spec.build(), random_images(4, 1, 28), batch_size=4, repeats=1,
                     variants=(PLAIN, CAPTURE, CAPTURE_PROFILE, CAPTURE_PROFILE_NO_ACI),
-                    label="tiny", aci_images=2, pca_images=2)
+                    label="tiny", caps=Caps(aci=2, pca=2))
     text = format_report(BenchReport(device="cpu", threads=1, timings=[t], memory=[], seconds=1.0))
     assert "Where the overhead goes" in text and CAPTURE_PROFILE_NO_ACI in text
     floor = t.median(CAPTURE_PROFILE_NO_ACI)
@@ -320,10 +318,11 @@ def test_run_benchmark_caps_the_aci_at_the_profile_share(spec):
                      repeats=1, variants=(PLAIN, CAPTURE, CAPTURE_PROFILE))
     profiled, unprofiled = run_benchmark(plan, log=lambda message: None).timings
     assert profiled.profile_share == ProfileShare.read("default")
-    assert profiled.aci_images == 2 and profiled.pca_images == 2  # 8 * 512 / 2000 = 2.05
+    assert profiled.caps == Caps(2, 2, 1)  # 8 * 512 / 2000 = 2.05; heads: 8 * 128 / 2000
+    assert profiled.per_head and "AttentionHeads" in profiled.accumulators
     assert profiled.profile_ratio is not None
     assert CAPTURE_PROFILE not in unprofiled.seconds and unprofiled.profile_share is None
-    assert unprofiled.aci_images is None and unprofiled.pca_images is None
+    assert unprofiled.caps is None and not unprofiled.per_head
 
 
 def test_run_benchmark_logs_both_profile_caps(spec):
@@ -477,7 +476,7 @@ def test_both_plans_time_the_profile_variant_with_the_book_profiles():
 
 
 def test_monitor_is_timed_beside_a_training_epoch():
-    from vitphase_lib.bench_monitor import TARGET, format_monitor, time_monitor
+    from vitphase_lib.bench.monitor import TARGET, format_monitor, time_monitor
     timing = time_monitor("tiny-s", repeats=1, steps=2, probe_images=32)
     assert timing.steps_per_epoch == 938  # 60 000 images in batches of 64 (tiny-s's recipe)
     assert timing.step_seconds > 0 and timing.default_seconds > 0 and timing.zoo_seconds > 0
@@ -485,3 +484,76 @@ def test_monitor_is_timed_beside_a_training_epoch():
     report = format_monitor(timing)
     assert ("PASS" if timing.default_share <= TARGET else "MISS") in report
     assert f"{timing.zoo_share:.1%}" in report
+
+
+# --------------------------------------------------------------------------- JSON results
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _report(profile_timing) -> BenchReport:
+    result = bench.MemoryResult(images=4, peak_rss_mb=900.0, before_pass_rss_mb=800.0,
+                                ru_maxrss_mb=900.0, peak_source="VmHWM", cuda_peak_mb=None,
+                                seconds=1.0, mmap_threshold="131072")
+    memory = bench.MemoryScaling(model="tiny", device="cpu", batch_size=4, small=result,
+                                 large=replace(result, images=16, peak_rss_mb=909.0))
+    monitor = bench.MonitorTiming(model="tiny-s", step_seconds=0.01, steps_per_epoch=938,
+                                  default_seconds=0.2, zoo_seconds=0.3, probe_images=32)
+    timing = replace(profile_timing, profile_share=ProfileShare("default", 512, 512, 2000))
+    return BenchReport(device="cpu", threads=1, timings=[timing], memory=[memory], seconds=12.0,
+                       quick=True, monitor=monitor)
+
+
+def test_the_json_result_holds_every_number_and_the_machine(profile_timing, tmp_path):
+    report = _report(profile_timing)
+    record = json.loads(json.dumps(bench.to_record(report)))  # plain JSON types only
+    assert record["quick"] and "quick run" in record["note"]
+    assert {"cpu", "cores", "torch", "python", "device", "torch_threads"} <= set(record["machine"])
+    (timing,) = record["timings"]
+    t = report.timings[0]
+    assert timing["seconds"] == t.seconds and timing["caps"] == {"aci": 3, "pca": 5, "head_aci": None}
+    assert timing["ratios"][CAPTURE_PROFILE] == pytest.approx(t.profile_ratio)
+    assert timing["profile_passed"] == t.profile_passed
+    assert record["memory"][0]["ratio"] == pytest.approx(909 / 900)
+    assert record["monitor"]["default_share"] == pytest.approx(report.monitor.default_share)
+
+    first = bench.write_record(record, tmp_path)
+    assert first.name == f"{record['date']}-{bench.results.slug(record['machine']['cpu'])}.json"
+    later = {**record, "created": "9999-01-01T00:00:00+00:00"}
+    second = bench.write_record(later, tmp_path)  # same day and CPU: a new name
+    assert second != first and second.stem.endswith("-2")
+    assert bench.latest_record(tmp_path) == later
+
+
+def test_readme_table_is_rendered_from_the_json(profile_timing):
+    record = json.loads(json.dumps(bench.to_record(_report(profile_timing))))
+    table = bench.readme_table(record)
+    t = profile_timing
+    assert f"{t.plain * 1e3:.0f} ms" in table and f"{t.ratio:.2f}x" in table
+    assert f"**{t.profile_ratio:.2f}x, {'pass' if t.profile_passed else 'miss'}**" in table
+    assert "1.010x, pass (4 / 16 images)" in table and "quick run" in table
+    appendix = bench.results.appendix_tables(record)
+    assert "TokenGeometry" in appendix and "Training-time monitor" in appendix
+
+
+def test_fill_replaces_only_the_text_between_the_markers():
+    text = "a\n<!-- bench:table start -->\nold\nlines\n<!-- bench:table end -->\nb\n"
+    assert (bench.results.fill(text, "table", "new")
+            == "a\n<!-- bench:table start -->\nnew\n<!-- bench:table end -->\nb\n")
+    with pytest.raises(ValueError):
+        bench.results.fill(text, "latest", "new")
+
+
+def _between_markers(path: Path, name: str) -> str:
+    text = path.read_text()
+    start, end = f"<!-- bench:{name} start -->\n", f"\n<!-- bench:{name} end -->"
+    return text[text.index(start) + len(start):text.index(end)]
+
+
+def test_readme_and_book_tables_are_the_latest_committed_result():
+    """The README's benchmark table and the book's are what the latest result in
+    benchmarks/results renders (`vitphase bench --render` refills them)."""
+    record = bench.latest_record(REPO / "benchmarks" / "results")
+    assert record is not None, "no result in benchmarks/results: run `vitphase bench`"
+    assert _between_markers(REPO / "README.md", "table") == bench.readme_table(record)
+    assert (_between_markers(REPO / "book" / "engineering_notes.md", "latest")
+            == bench.results.appendix_tables(record))

@@ -36,7 +36,8 @@ def _analysis(feature_folder: str | None = None) -> dict[str, pd.DataFrame]:
     score = images.subset(range(N_ANALYSIS + N_FIT, len(images.labels))).as_dataset()
     return full_analysis_tables(_model(), analysis, fit, score, num_classes=4,
                                 config=PassConfig(batch_size=BATCH, progress=False),
-                                aci_max_images=ACI_CAP, pca_max_images=PCA_CAP, infox_dims=4, feature_folder=feature_folder)
+                                aci_max_images=ACI_CAP, pca_max_images=PCA_CAP, infox_dims=4,
+                                feature_folder=feature_folder)
 
 
 def _worker(rank: int, size: int, port: int, out: str, cache: str) -> None:
@@ -128,6 +129,7 @@ def _result_tables(root) -> dict[str, pd.DataFrame]:
             if csv.stat().st_size}
 
 
+@pytest.mark.slow
 def test_torchrun_analyse_writes_the_cache_of_one_process(tmp_path, monkeypatch):
     """`torchrun --nproc_per_node 2 vitphase analyse` (gloo on CPU) caches the same tables,
     under the same keys, as `vitphase analyse` on one process."""
@@ -138,7 +140,11 @@ def test_torchrun_analyse_writes_the_cache_of_one_process(tmp_path, monkeypatch)
     from pathlib import Path
 
     env = {**os.environ, "VITPHASE_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    args = ["analyse", "--profile", "smoke", "--set", "models=[tiny-s]", "--set", "pe_alphas=[0, 1]"]
+    # fewer images than the smoke profile's, in batches that leave each rank several: the test is
+    # about the sharding, not the sizes
+    args = ["analyse", "--profile", "smoke", "--set", "models=[tiny-s]", "--set", "pe_alphas=[0, 1]",
+            "--set", "n_images=72", "--set", "n_probe_fit=96", "--set", "n_probe_score=72",
+            "--set", "batch_size=16"]
     bin_dir = Path(sys.executable).parent
     single = subprocess.run([str(bin_dir / "vitphase"), *args], env=env, capture_output=True, text=True)
     assert single.returncode == 0, single.stderr[-3000:]

@@ -1,7 +1,8 @@
 """The paper profile end to end, on CPU: every chapter executed by papermill with randomly
-initialised real-size timm ViTs over a generated ImageNet-style folder of JPEGs, once for
-ViT-S/B/L/16 and once for token layouts other than [CLS] + patches (DeiT-distilled: [CLS] and a
-distillation token; registers without [CLS]; global pooling without [CLS], at 240 px)."""
+initialised real-size timm ViTs over a generated ImageNet-style folder of JPEGs: ViT-S/B/L/16 and
+token layouts other than [CLS] + patches (DeiT-distilled: [CLS] and a distillation token;
+registers without [CLS]; global pooling without [CLS], at 240 px), all six in one build of the
+book (each chapter's kernel, imports and data are paid once, not once per group of models)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,8 @@ import pytest
 from vitphase_lib.imagefolder import make_fake_imagenet_folder
 from vitphase_lib.pipeline import build_book, notebook_sources
 from vitphase_lib.study import Study
+
+pytestmark = [pytest.mark.slow, pytest.mark.paper_profile]
 
 PAPER_VITS = ["vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224"]
 OTHER_LAYOUTS = ["deit_tiny_distilled_patch16_224", "vit_little_patch16_reg4_gap_256",
@@ -37,21 +40,16 @@ def _build(tmp_path_factory, models: list[str]) -> tuple[Study, list]:
 
 
 @pytest.fixture(scope="module")
-def paper_vits(tmp_path_factory):
-    return _build(tmp_path_factory, PAPER_VITS)
-
-
-@pytest.fixture(scope="module")
-def other_layouts(tmp_path_factory):
-    return _build(tmp_path_factory, OTHER_LAYOUTS)
+def paper_book(tmp_path_factory):
+    return _build(tmp_path_factory, PAPER_VITS + OTHER_LAYOUTS)
 
 
 def _outputs(notebook) -> str:
     return "\n".join(json.dumps(cell.get("outputs", [])) for cell in notebook.cells)
 
 
-def _check_tables(study: Study) -> None:
-    for name in study.models:
+def _check_tables(study: Study, names: list[str]) -> None:
+    for name in names:
         model = study.model(name).model
         blocks = [str(i) for i in range(1, len(model.blocks) + 1)]
         layers = ["raw", "pe", *blocks, "head"]
@@ -70,7 +68,7 @@ def _check_tables(study: Study) -> None:
         collapse = tables["collapse"]
         assert set(collapse.feature) == features, name
         assert {"nc1", "nc2", "nc3", "nc4"} <= set(collapse), name
-        assert collapse.groupby("feature").layer.apply(list).map(lambda l: l[-1] == "head").all()
+        assert collapse.groupby("feature").layer.apply(list).map(lambda layers: layers[-1] == "head").all()
         assert tables["scrambling"].layer.tolist() == layers, name
         assert {"infox_self", "infox_all", "isi"} <= set(tables["scrambling"]), name
         assert set(tables["probes"].feature) == features and set(tables["probes"].layer) == set(layers)
@@ -78,19 +76,17 @@ def _check_tables(study: Study) -> None:
         assert sorted(scaling["top1"].alpha) == [0.0, 1.0], name
 
 
-def test_every_chapter_runs_on_random_init_vit_s_b_l(paper_vits):
-    study, executed = paper_vits
+def test_every_chapter_runs_on_random_init_vit_s_b_l(paper_book):
+    study, executed = paper_book
     assert len(executed) == len(notebook_sources())
     for notebook in executed:  # papermill raised on any error; check nothing printed a traceback
         assert "Traceback" not in _outputs(notebook)
-    _check_tables(study)
+    _check_tables(study, PAPER_VITS)
 
 
-def test_every_chapter_runs_on_distilled_register_and_global_pool_vits(other_layouts):
-    study, executed = other_layouts
-    for notebook in executed:
-        assert "Traceback" not in _outputs(notebook)
-    _check_tables(study)
+def test_every_chapter_runs_on_distilled_register_and_global_pool_vits(paper_book):
+    study, executed = paper_book
+    _check_tables(study, OTHER_LAYOUTS)
     # the attention chapter says the CLS metrics do not apply to the models without [CLS]
     attention = next(nb for nb, source in zip(executed, notebook_sources()) if "attention" in source.stem)
     assert "not applicable" in _outputs(attention)

@@ -148,6 +148,52 @@ ALL_METRICS = ("similarity", "attention", "collapse", "scrambling", "probes")
 LABELLED_METRICS = ("collapse", "probes")  # and top-1, part of "similarity" when there are labels
 
 
+@dataclass
+class FirstSweep:
+    """The accumulators of the analysis pass's first sweep, by role (None: not computed)."""
+
+    geometry: Accumulator
+    top1: Accumulator | None
+    attention: Accumulator | None
+    heads: Accumulator | None
+    moments: Accumulator | None
+    token_moments: Accumulator | None
+
+    def accumulators(self) -> list[Accumulator]:
+        """The ones present, in the order the pass feeds them."""
+        return _present(self.geometry, self.top1, self.attention, self.heads, self.moments,
+                        self.token_moments)
+
+
+def analysis_accumulators(layout: ViTLayout, num_classes: int,
+                          metrics: Sequence[str] = ALL_METRICS, has_labels: bool = True,
+                          aci_max_images: int | None = None, pca_max_images: int | None = None,
+                          per_head: bool = False,
+                          head_aci_max_images: int | None = None) -> FirstSweep:
+    """The accumulators of :func:`full_analysis_tables`' first sweep over the analysis images.
+
+    The one place that decides what the book's analysis pass computes: ``vitphase bench`` times
+    the list this returns, so the benchmark cannot drift from the pass it measures. Token
+    geometry always; top-1 with labels; the attention graph for ``"attention"`` (every head too
+    with ``per_head``); the Neural Collapse moments for ``"collapse"`` (needs labels); the token
+    moments behind the InfoX decoders for ``"scrambling"``. The caps bound the images entering
+    the costly per-image metrics (None: every image).
+    """
+    from .metrics.attention import AttentionGraph, AttentionHeads
+    from .metrics.collapse import CollapseMoments
+    from .metrics.scrambling import TokenMoments
+
+    wanted = set(metrics) - (set() if has_labels else set(LABELLED_METRICS))
+    attention = AttentionGraph(layout, aci_max_images=aci_max_images) if "attention" in wanted else None
+    return FirstSweep(
+        geometry=TokenGeometry(layout),
+        top1=Top1(layout) if has_labels else None,
+        attention=attention,
+        heads=AttentionHeads(layout, head_aci_max_images) if per_head and attention else None,
+        moments=CollapseMoments(layout, num_classes) if "collapse" in wanted else None,
+        token_moments=TokenMoments(layout, pca_max_images) if "scrambling" in wanted else None)
+
+
 def full_analysis_tables(model: torch.nn.Module, analysis_set: Dataset, fit_set: Dataset | None,
                          score_set: Dataset | None, num_classes: int, config: PassConfig,
                          metrics: Sequence[str] = ALL_METRICS, has_labels: bool = True,
@@ -168,20 +214,19 @@ def full_analysis_tables(model: torch.nn.Module, analysis_set: Dataset, fit_set:
     Sweeps 2 and 3 run only for collapse, scrambling or probes. Without labels (``has_labels``
     False) top-1, collapse and probes are left out.
     """
-    from .metrics.attention import AttentionGraph, AttentionHeads
-    from .metrics.collapse import CollapseMoments, NearestClassCenter, collapse_table
+    from .metrics.collapse import NearestClassCenter, collapse_table
     from .metrics.probes import FeatureCollector, probe_table
-    from .metrics.scrambling import DecoderFit, DecoderScore, TokenMoments
+    from .metrics.scrambling import DecoderFit, DecoderScore
 
     wanted = set(metrics) - (set() if has_labels else set(LABELLED_METRICS))
     layout = vit_layout(model)
-    geometry, top1 = TokenGeometry(layout), Top1(layout) if has_labels else None
-    attention = AttentionGraph(layout, aci_max_images=aci_max_images) if "attention" in wanted else None
-    heads = AttentionHeads(layout, head_aci_max_images) if per_head and attention else None
-    moments = CollapseMoments(layout, num_classes) if "collapse" in wanted else None
-    token_moments = TokenMoments(layout, pca_max_images) if "scrambling" in wanted else None
-    run_pass(model, analysis_set, _present(geometry, top1, attention, heads, moments, token_moments),
-             config, desc=desc)
+    sweep = analysis_accumulators(layout, num_classes, metrics, has_labels=has_labels,
+                                  aci_max_images=aci_max_images, pca_max_images=pca_max_images,
+                                  per_head=per_head, head_aci_max_images=head_aci_max_images)
+    geometry, top1, attention, heads = sweep.geometry, sweep.top1, sweep.attention, sweep.heads
+    moments, token_moments = sweep.moments, sweep.token_moments
+    run_pass(model, analysis_set, sweep.accumulators(), config, desc=desc)
+    del sweep  # the moments' sums are released below, once read
     per_layer = geometry.result()
     tables = {"per_layer": per_layer, "summary": _summary(model, layout, per_layer, top1)}
     if attention is not None:

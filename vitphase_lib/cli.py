@@ -8,7 +8,7 @@
                                             (data-parallel under torchrun)
   vitphase book [--profile P] [--only 02]   execute the chapters with papermill, build the book
   vitphase notebooks                        write the .ipynb paired with each jupytext source
-  vitphase bench [--quick]                  capture overhead and memory benchmark
+  vitphase bench [--quick]                  capture overhead and memory benchmark (JSON result)
   vitphase estimate [--profile paper]       estimated GPU run time (FLOP counts + measurements)
 
 A mistake the user can fix (an unknown model, a missing file, a wrong parameter) is reported as
@@ -201,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
 
     bench = commands.add_parser("bench", help="capture overhead and memory benchmark")
     bench.add_argument("--quick", action="store_true", help="fewer images (a smoke run)")
+    bench.add_argument("--results", default="benchmarks/results",
+                       help="folder of the JSON results (default: benchmarks/results)")
+    bench.add_argument("--render", action="store_true", help="only refill the README's and the "
+                       "book's benchmark tables from the latest result")
     bench.set_defaults(func=_bench)
 
     estimate = commands.add_parser("estimate", help="estimated GPU run time of a profile, from "

@@ -47,10 +47,10 @@ def time_monitor(name: str = "mini-s", repeats: int = 3, steps: int = 40, seed: 
                  probe_images: int | None = None) -> MonitorTiming:
     """Training steps of ``name``'s recipe and monitor calls, interleaved ``repeats`` times
     (``probe_images``: None for the zoo's probe set)."""
-    from .models import ALL_MINI_CONFIGS, build_mini_vit
-    from .monitor import DEFAULT_METRICS, Monitor
-    from .train import _param_groups, augment
-    from .zoo import ZOO_TRAINING, monitor_spec
+    from ..models import ALL_MINI_CONFIGS, build_mini_vit
+    from ..monitor import DEFAULT_METRICS, Monitor
+    from ..train import _param_groups, augment
+    from ..zoo import ZOO_TRAINING, monitor_spec
 
     recipe, spec = ZOO_TRAINING[name], monitor_spec(name)
     if probe_images is not None:
