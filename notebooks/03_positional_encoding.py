@@ -140,7 +140,7 @@ print(check.reason)
 print(check.measured)
 
 # %%
-display(Markdown(f"**Verdict ({study.profile} profile): C2 {plotting.verdict(check.holds)}** — "
+display(Markdown(f"{check.headline(study.profile, 'C2')} — "
                  f"{check.reason}.\n\n{check.measured}."))
 
 # %% [markdown]

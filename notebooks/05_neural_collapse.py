@@ -154,5 +154,5 @@ print(f"C5 (geometry) holds in this build: {check.holds}")
 print(check.reason)
 
 # %%
-display(Markdown(f"**Verdict ({study.profile} profile): C5, geometry half, "
-                 f"{plotting.verdict(check.holds)}** — {check.measured}; {check.reason}."))
+display(Markdown(f"{check.headline(study.profile, 'C5, geometry half,')} — {check.measured}; "
+                 f"{check.reason}."))

@@ -99,7 +99,7 @@ print(f"C4 holds in this build: {check.holds}")
 print(check.reason)
 
 # %%
-display(Markdown(f"**Verdict ({study.profile} profile): C4 {plotting.verdict(check.holds)}** — "
+display(Markdown(f"{check.headline(study.profile, 'C4')} — "
                  f"{check.reason}.\n\n{check.measured}."))
 
 # %% [markdown]

@@ -111,7 +111,7 @@ print(check.measured)
 
 # %%
 depths = sorted({int(b) for b in t10.blocks})
-display(Markdown(f"**Verdict ({study.profile} profile): C5, trade-off half, "
-                 f"{plotting.verdict(check.holds)}** — {check.measured}; {check.reason}. The "
+display(Markdown(f"{check.headline(study.profile, 'C5, trade-off half,')} — {check.measured}; "
+                 f"{check.reason}. The "
                  f"paper's ~{expected}-layer offset is for ViT-B and ViT-L (12 and 24 blocks) on "
                  f"ImageNet; the models here have {', '.join(map(str, depths))} blocks."))
