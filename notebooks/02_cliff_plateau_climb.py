@@ -123,8 +123,7 @@ print(f"Depth lengthens the Plateau: {depth.holds}")
 print(depth.reason)
 
 # %%
-display(Markdown(f"**Verdict ({study.profile} profile): C1 "
-                 f"{plotting.verdict(check.holds)}** — {check.reason}.\n\nPer model: "
+display(Markdown(f"{check.headline(study.profile, 'C1')} — {check.reason}.\n\nPer model: "
                  f"{check.measured}.\n\n**Depth and the Plateau:** the paper's Plateau is a "
-                 f"stretch that depth mostly lengthens. This build: "
-                 f"{plotting.verdict(depth.holds)} — {depth.reason}."))
+                 f"stretch that depth mostly lengthens. In this build it "
+                 f"{depth.in_words} — {depth.reason}."))

@@ -37,7 +37,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from vitphase_lib import claims, plotting
+from vitphase_lib import claims, layers, plotting
 from vitphase_lib.metrics import phase_table
 from vitphase_lib.study import Study
 
@@ -76,7 +76,7 @@ print(t4.round(4).to_string(index=False))
 # evaluation set, so the two differ slightly at $\alpha = 1$).
 
 # %% mystnb={"figure": {"caption": "Left panels: centered token similarity per layer when the positional encoding is scaled by alpha (one panel per model). Right: top-1 against alpha.", "name": "fig-f2"}}
-curves = plotting.with_depth_axes(scaled_curves[scaled_curves.layer != "head"])
+curves = plotting.with_depth_axes(scaled_curves[scaled_curves.layer != layers.HEAD])
 fig, axes = plt.subplots(1, len(study.models) + 1, figsize=(4.2 * (len(study.models) + 1), 3.8))
 for ax, model in zip(axes, study.models):
     sns.lineplot(data=curves[curves.model == model], x="block", y="centered_similarity",
@@ -140,7 +140,7 @@ print(check.reason)
 print(check.measured)
 
 # %%
-display(Markdown(f"**Verdict ({study.profile} profile): C2 {plotting.verdict(check.holds)}** — "
+display(Markdown(f"{check.headline(study.profile, 'C2')} — "
                  f"{check.reason}.\n\n{check.measured}."))
 
 # %% [markdown]

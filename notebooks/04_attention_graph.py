@@ -37,6 +37,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from vitphase_lib import claims, plotting
+from vitphase_lib.claims import c3_attention as c3
 from vitphase_lib.metrics import phase_table
 from vitphase_lib.study import Study
 
@@ -45,7 +46,7 @@ study = Study.from_notebook(profile, overrides, models=models, dataset=dataset, 
 attention = study.collect("analysis", "attention")
 phases = phase_table(study.collect("analysis", "per_layer"))
 summary = study.collect("analysis", "summary")
-landmarks = claims.attention_landmarks(attention, phases)  # T6, with the failure signatures
+landmarks = c3.attention_landmarks(attention, phases)  # T6, with the failure signatures
 
 # %% [markdown]
 # ## CLS centrality and consensus per block
@@ -73,33 +74,10 @@ fig.tight_layout()
 plt.show()
 
 # %%
-cls_models = landmarks[landmarks.ccc_first.notna()]
-spikes = cls_models[cls_models.late_spike.astype(bool)]
-unfinished = cls_models[cls_models.incomplete_marginalization.astype(bool)]
-threshold = claims.PAPER["cls_centrality_failure_threshold"]
-display(Markdown(
-    "CLS centrality is not applicable to these models (no [CLS] token), so neither failure "
-    "signature can occur." if cls_models.empty else
-    "Failure signatures in this build: "
-    + ("a late centrality spike in " + ", ".join(f"{r.model} (block {int(r.late_peak_block)})"
-                                                for r in spikes.itertuples())
-       if len(spikes) else "no late centrality spike")
-    + "; "
-    + (f"centrality above {threshold} at the last block (incomplete marginalisation) in "
-       + ", ".join(f"{r.model} ({r.ccc_last:.4f})" for r in unfinished.itertuples())
-       if len(unfinished) else f"every model with [CLS] ends with centrality at or below {threshold}")
-    + "."))
+display(Markdown(c3.describe_failure_signatures(landmarks)))
 
 # %%
-worst = attention.loc[attention.aci_sem.idxmax()] if attention.aci_sem.notna().any() else None
-display(Markdown(
-    f"The ACI is a mean over the first {int(attention.aci_images.min())} images of each model "
-    f"(`aci_max_images`); the other curves use all {int(attention.images.min())}. Its standard "
-    "error across images is at most "
-    + (f"{worst.aci_sem:.4f} ({worst.model}, block {int(worst.block)})" if worst is not None else "n/a")
-    + "; across blocks the ACI ranges over "
-    + ", ".join(f"{m} {f.aci.min():.3f}-{f.aci.max():.3f}" for m, f in attention.groupby("model", sort=False))
-    + "."))
+display(Markdown(c3.describe_aci_precision(attention)))
 
 # %% [markdown]
 # ## Landmarks beside the paper
@@ -109,27 +87,15 @@ display(Markdown(
 # numbers are for ViT-B (0.502 at the first block, 0.004 at the last).
 
 # %%
-paper_first, paper_last = claims.PAPER["cls_centrality_vit_b"]
-t6 = landmarks[["model", "ccc_first", "ccc_mid", "ccc_last", "pagerank_first", "pagerank_last",
-                "aci_first", "aci_mid", "aci_last", "late_spike", "incomplete_marginalization"]].copy()
-t6.insert(1, "paper model", [claims.paper_name(study.models, m) or "-" for m in t6.model])
-t6["paper ccc first / last"] = [f"{paper_first} / {paper_last}" if p == "ViT-B" else "n/r"
-                                for p in t6["paper model"]]
 no_cls = summary.loc[~summary.has_cls.astype(bool), "model"].tolist()
-cls_columns = ["ccc_first", "ccc_mid", "ccc_last", "pagerank_first", "pagerank_last", "late_spike",
-               "incomplete_marginalization"]
-t6[cls_columns] = t6[cls_columns].astype(object)
-t6.loc[t6.model.isin(no_cls), cls_columns] = "not applicable"
+t6 = c3.landmarks_beside_paper(landmarks, study.models, no_cls)
 plotting.myst_table(t6, "CLS centrality (ccc), [CLS] PageRank share and ACI at the first block, "
                     "mid-Plateau and the last block, with the paper's failure signatures; the "
                     "paper's values for ViT-B beside ours (n/r = not reported).", "tab-t6", floatfmt=".4f")
 
 # %%
 if no_cls:
-    display(Markdown(f"CLS centrality, the [CLS] PageRank share and the failure signatures are "
-                     f"**not applicable** to {', '.join(no_cls)}: these models have no [CLS] token "
-                     "(they pool the patch tokens), so there is no hub to marginalise. Their ACI "
-                     "is reported, and C3 below is judged on the other models."))
+    display(Markdown(c3.describe_no_cls(no_cls)))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -146,14 +112,13 @@ print(plotting.by_layer(attention, "aci", study.models).round(4).to_string())
 
 # %%
 # NBVAL_CHECK_OUTPUT
-check = claims.check_cls_marginalization(landmarks, summary[["model", "top1"]],
-                                         claims.phase_verdicts(phases).set_index("model").climb)
+check = c3.check_cls_marginalization(landmarks, summary[["model", "top1"]],
+                                     claims.phase_verdicts(phases).set_index("model").climb)
 print(f"C3 holds in this build: {check.holds}")
 print(check.reason)
 
 # %%
-display(Markdown(f"**Verdict ({study.profile} profile): C3 {plotting.verdict(check.holds)}** — "
-                 f"{check.reason}.\n\nPer model: {check.measured}."))
+display(Markdown(c3.describe_verdict(check, study.profile)))
 
 # %% [markdown]
 # The failure threshold 0.01 and the paper's 0.502 and 0.004 are absolute shares measured with
@@ -165,22 +130,9 @@ display(Markdown(f"**Verdict ({study.profile} profile): C3 {plotting.verdict(che
 # [CLS] less than it.
 
 # %%
+cls_models = landmarks[landmarks.ccc_first.notna()]  # the models with a [CLS] token
 if not cls_models.empty:
-    tokens = claims.PAPER["tokens_vit_b"]
-    below = cls_models[cls_models.ccc_last_x_uniform < 1]
-    hub = cls_models.loc[cls_models.ccc_first_x_uniform.idxmax()]
-    display(Markdown(
-        f"On that reading the paper's ViT-B goes from {paper_first * tokens:.0f}x to "
-        f"{paper_last * tokens:.2f}x the uniform share. In this build "
-        + ", ".join(f"{r.model} goes from {r.ccc_first_x_uniform:.2f}x to {r.ccc_last_x_uniform:.2f}x "
-                    f"(uniform share {r.uniform_share:.4f})" for r in cls_models.itertuples())
-        + f". At the last block {len(below)} of {len(cls_models)} models give [CLS] less than "
-        "its even share" + (", as the paper's ViT-B does" if len(below) else "")
-        + f"; at the first block the largest share is {hub.ccc_first_x_uniform:.2f}x uniform "
-        f"({hub.model}), against the paper's {paper_first * tokens:.0f}x: "
-        + ("no model starts with a [CLS] hub to marginalise."
-           if hub.ccc_first_x_uniform < claims.HUB_MIN_X_UNIFORM
-           else "the first block does route attention through [CLS].")))
+    display(Markdown(c3.describe_uniform_reading(landmarks)))
 
 # %% [markdown]
 # ## Head by head
@@ -200,11 +152,8 @@ if heads is None:
 
 # %% mystnb={"figure": {"caption": "CLS centrality of every head (rows) in every block (columns), as a multiple of the uniform share 1/(P+N), log colour scale: red heads keep the [CLS] hub, blue ones marginalize it.", "name": "fig-f3-heads"}}
 if heads is not None:
-    import numpy as np
     from matplotlib.colors import LogNorm
-    heads = heads[heads.model.isin(cls_models.model)].copy()
-    uniform = attention.groupby("model").uniform_baseline.first()
-    heads["x_uniform"] = heads.cls_centrality / heads.model.map(uniform)
+    heads = c3.heads_in_uniform_units(heads, attention, cls_models.model)
     fig, axes = plt.subplots(1, heads.model.nunique(), figsize=(4.2 * heads.model.nunique(), 3.2),
                              squeeze=False)
     norm = LogNorm(vmin=heads.x_uniform.min(), vmax=heads.x_uniform.max())
@@ -218,14 +167,7 @@ if heads is not None:
 
 # %%
 if heads is not None:
-    last = heads[heads.block == heads.groupby("model").block.transform("max")]
-    t6_heads = last.groupby("model", sort=False).agg(
-        heads=("head", "size"), keep_hub=("x_uniform", lambda x: int((x > 1).sum())),
-        marginalize=("x_uniform", lambda x: int((x <= 1).sum())),
-        most_central=("x_uniform", "max"), least_central=("x_uniform", "min"),
-        head_averaged=("model", lambda m: float(attention[(attention.model == m.iloc[0])
-                                                          & (attention.block == last.block[m.index].iloc[0])]
-                                                .cls_centrality.iloc[0] / uniform[m.iloc[0]]))).reset_index()
+    t6_heads = c3.last_block_heads(heads, attention)
     display(plotting.myst_table(
         t6_heads, "Heads of the last block that give [CLS] more than the uniform share (keep the "
         "hub) and those that do not (marginalize it), with the largest and smallest head and the "

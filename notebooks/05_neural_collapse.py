@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from vitphase_lib import claims, plotting
+from vitphase_lib import claims, layers, plotting
 from vitphase_lib.metrics import phase_table
 from vitphase_lib.study import Study
 
@@ -77,7 +77,7 @@ for ax, (nc, label, logy) in zip(axes.flat, [("nc1", "NC1", True), ("nc2", "NC2 
     if logy:
         ax.set_yscale("log")
     for row in phases.itertuples():
-        climb = 0 if row.climb_start in ("raw", "pe") else int(row.climb_start)
+        climb = layers.blocks_passed(row.climb_start)
         ax.axvspan(climb / row.blocks, 1.0, alpha=0.05, color="grey")
 fig.tight_layout()
 plt.show()
@@ -91,7 +91,7 @@ plt.show()
 # from the streamed moments. The paper reports no NC values (n/r).
 
 # %%
-final = collapse[(collapse.layer == "head")]
+final = collapse[collapse.layer == layers.HEAD]
 t7 = final[["model", "feature", "nc1", "nc2", "equinorm", "nc3", "nc4", "ncc_margin", "classifier"]]
 plotting.myst_table(t7, "Final-layer (after the final norm) Neural Collapse per model and "
                     "feature; lower NC = more collapse. Paper: n/r.", "tab-t7", floatfmt=".4g")
@@ -104,7 +104,7 @@ print(final[["model", "feature", "nc1", "nc2", "nc3", "nc4"]].round(4).to_string
 # ## Does NC form in the Climb, and does C5 (geometry) hold here?
 
 # %%
-main_final = main[main.layer == "head"]
+main_final = main[main.layer == layers.HEAD]
 check = claims.check_collapse_b_vs_l(main_final, study.models)
 through = claims.collapse_through_phases(main, phases)
 has_climb = claims.phase_verdicts(phases).set_index("model").climb
@@ -154,5 +154,5 @@ print(f"C5 (geometry) holds in this build: {check.holds}")
 print(check.reason)
 
 # %%
-display(Markdown(f"**Verdict ({study.profile} profile): C5, geometry half, "
-                 f"{plotting.verdict(check.holds)}** — {check.measured}; {check.reason}."))
+display(Markdown(f"{check.headline(study.profile, 'C5, geometry half,')} — {check.measured}; "
+                 f"{check.reason}."))

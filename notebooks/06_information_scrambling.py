@@ -37,7 +37,7 @@ overrides = {}  # any other parameter of vitphase_lib.study.Study, e.g. {"infox_
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from vitphase_lib import claims, plotting
+from vitphase_lib import claims, layers, plotting
 from vitphase_lib.metrics.scrambling import isi_regime
 from vitphase_lib.study import Study
 
@@ -56,7 +56,7 @@ collapse_below, chaotic_above = study.isi_thresholds  # the paper's 0.004 and 0.
 # %% mystnb={"figure": {"caption": "InfoX_self (left), InfoX_all (middle) and the Information Scrambling Index ISI = InfoX_all - InfoX_self (right) per layer, every model, against normalized depth. Grey lines: the regime thresholds.", "name": "fig-f5"}}
 import seaborn as sns
 
-frame = plotting.with_depth_axes(scrambling[scrambling.layer != "head"])
+frame = plotting.with_depth_axes(scrambling[scrambling.layer != layers.HEAD])
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
 for ax, (column, label) in zip(axes, [("infox_self", "InfoX_self (held-out R²)"),
                                       ("infox_all", "InfoX_all (held-out R²)"), ("isi", "ISI")]):
@@ -99,7 +99,7 @@ print(f"C4 holds in this build: {check.holds}")
 print(check.reason)
 
 # %%
-display(Markdown(f"**Verdict ({study.profile} profile): C4 {plotting.verdict(check.holds)}** — "
+display(Markdown(f"{check.headline(study.profile, 'C4')} — "
                  f"{check.reason}.\n\n{check.measured}."))
 
 # %% [markdown]

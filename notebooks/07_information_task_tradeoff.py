@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from vitphase_lib import claims, plotting
+from vitphase_lib import claims, layers, plotting
 from vitphase_lib.study import Study
 
 study = Study.from_notebook(profile, overrides, models=models, dataset=dataset, n_images=n_images,
@@ -57,7 +57,7 @@ joined = readout.merge(scrambling[["model", "layer", "isi"]], on=["model", "laye
 
 # %% mystnb={"figure": {"caption": "Left: linear-probe top-1 on the [CLS] token against the Information Scrambling Index, layer by layer (markers grow with depth). Right: probe top-1 per layer against normalized depth, [CLS] (solid) and mean patch token (dashed).", "name": "fig-f6"}}
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-blocks = joined[~joined.layer.isin(["raw", "pe"])].copy()
+blocks = joined[~joined.layer.isin(layers.INPUTS)].copy()
 blocks["order"] = blocks.groupby("model").cumcount()
 for model, frame in blocks.groupby("model", sort=False):
     axes[0].plot(frame.isi, frame.probe_top1, "-", lw=1, label=model)
@@ -65,7 +65,7 @@ for model, frame in blocks.groupby("model", sort=False):
 axes[0].set_xlabel("ISI")
 axes[0].set_ylabel(f"{feature} probe top-1 (%)")
 axes[0].legend(title="model")
-depth = plotting.with_depth_axes(probes[probes.layer != "head"])
+depth = plotting.with_depth_axes(probes[probes.layer != layers.HEAD])
 sns.lineplot(data=depth, x="normalized_depth", y="probe_top1", hue="model", style="feature",
              marker="o", markersize=3, ax=axes[1])
 axes[1].set_xlabel("normalized depth (block / L)")
@@ -111,7 +111,7 @@ print(check.measured)
 
 # %%
 depths = sorted({int(b) for b in t10.blocks})
-display(Markdown(f"**Verdict ({study.profile} profile): C5, trade-off half, "
-                 f"{plotting.verdict(check.holds)}** — {check.measured}; {check.reason}. The "
+display(Markdown(f"{check.headline(study.profile, 'C5, trade-off half,')} — {check.measured}; "
+                 f"{check.reason}. The "
                  f"paper's ~{expected}-layer offset is for ViT-B and ViT-L (12 and 24 blocks) on "
                  f"ImageNet; the models here have {', '.join(map(str, depths))} blocks."))

@@ -54,47 +54,12 @@ for c in checks:
 # %%
 configs = ([ALL_MINI_CONFIGS[m] for m in study.models]
            if all(m in ALL_MINI_CONFIGS for m in study.models) else [])
-held = [c.claim + (" (where testable)" if c.partly_untested else "") for c in checks if c.holds]
-failed = [c.claim for c in checks if c.holds is False]
-untested = [c.claim for c in checks if c.holds is None]
-display(Markdown(
-    f"In this build **{len(held)} of {len(checks)}** checks hold"
-    + (f" ({', '.join(held)})" if held else "")
-    + (f"; **{len(failed)} do not** ({', '.join(failed)})" if failed else "")
-    + (f"; {len(untested)} cannot be tested with these models ({', '.join(untested)})" if untested else "")
-    + "."
-    + (f" This build's models are small ViTs trained from scratch ({{ref}}`chap-models`) on "
-       f"{' or '.join(sorted({f'{c.img_size} x {c.img_size}' for c in configs}))} grey images with "
-       f"{' or '.join(map(str, sorted({(c.img_size // c.patch_size) ** 2 for c in configs})))} "
-       "patches, not ImageNet models with 196: a claim that fails here may depend on scale, data or "
-       "training length, and one that holds here is evidence that the mechanism does not need them."
-       if configs else "")))
+display(Markdown(claims.summary.describe_outcome(checks, configs)))
 
 # %%
-# What each departure would point to, shown only for the claims that do not hold in this build.
-READINGS = {
-    "C1": "the three phases may not be a generic property of ViTs: a long flat Plateau ended by "
-          "a short Climb may need what the paper's models have and these lack (more depth than "
-          "the task needs, a harder task, longer training)",
-    "C1b": "depth may lengthen other stretches of the curve than the Plateau at this scale",
-    "C2": "the Cliff may be set by more than the positional encoding's strength at this scale",
-    "C3": "these models may not need to route through a [CLS] hub: with few classes and few "
-          "patches, [CLS] can read the patches without first becoming a hub and then giving it up; "
-          "and the paper's 0.01 is an absolute share set with 197 tokens (uniform share 0.005), "
-          "so {ref}`chap-attention` also reads centrality as a multiple of the uniform share, "
-          "which carries across token counts",
-    "C4": "the ISI's absolute regime thresholds may not transfer to other patch counts and "
-          "decoders; the relative comparison of the models ({ref}`chap-scrambling`) is the "
-          "part that can",
-    "C5a": "the deeper model's extra blocks may not cost final-layer geometry at this scale",
-    "C5b": "the deeper model may waste less of its extra depth than ViT-L does",
-}
-departures = [(c.claim.split()[0], c) for c in checks if c.holds is False]
-if departures:
-    display(Markdown("Where this build departs from the paper, and what it suggests:\n\n" + "\n".join(
-        f"- **{claim}** ({check.reason}): {READINGS.get(claim, 'see the chapter')}." for claim, check in departures)))
-else:
-    display(Markdown("Every testable claim holds in this build."))
+# What each departure would point to, shown only for the claims that do not hold in this build
+# (the readings are claims.summary.READINGS).
+display(Markdown(claims.summary.describe_departures(checks)))
 
 # %% [markdown]
 # ## Open questions this book can address

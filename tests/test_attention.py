@@ -1,4 +1,4 @@
-"""The attention graph (METRICS.md, "Attention graph"): CLS centrality (CCC), the [CLS] PageRank
+"""The attention graph (Methods, 'Attention graph'): CLS centrality (CCC), the [CLS] PageRank
 share and the Attention Consensus Index (ACI), per image and through the streaming AttentionGraph
 accumulator; known answers, slow obvious implementations, streaming and the no-[CLS] case."""
 from __future__ import annotations

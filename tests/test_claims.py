@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from vitphase_lib import claims
+from vitphase_lib.claims import c3_attention as c3
 from vitphase_lib.metrics import phase_table
 
 
@@ -778,4 +779,88 @@ def test_c5b_from_probe_tables():
     ([14], 0, "-", "14"),
 ])
 def test_span_prints_a_range_or_one_value(values, digits, between, text):
-    assert claims._span(pd.Series(values), digits, between) == text
+    assert claims.c1_phases.span(pd.Series(values), digits, between) == text
+
+
+# --- one verdict vocabulary ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("holds, partly, answer, words", [
+    (True, False, "yes", "holds"),
+    (True, True, "yes, where testable", "holds where testable"),
+    (False, False, "no", "does not hold"),
+    (False, True, "no", "does not hold"),
+    (None, False, "not testable", "is not testable here"),
+])
+def test_the_summary_answer_and_the_chapter_phrase_come_from_one_verdict(holds, partly, answer, words):
+    check = claims.ClaimCheck("C9 x", "paper", "measured", holds, "why", partly_untested=partly)
+    assert check.verdict == check.as_row()["holds here?"] == answer
+    assert check.in_words == words
+    assert check.headline("smoke", "C9") == f"**Verdict (smoke profile): C9 {words}**"
+
+
+# --- the Attention and Summary chapters' prose -----------------------------------------------------
+
+def _c3_landmarks(last=None, late_spike=False):
+    landmarks = _c3_inputs(last=last)[0]
+    landmarks["late_spike"] = late_spike
+    landmarks["late_peak_block"] = 11
+    return landmarks
+
+
+def test_failure_signatures_name_the_models_and_blocks():
+    text = c3.describe_failure_signatures(_c3_landmarks())
+    assert text == ("Failure signatures in this build: no late centrality spike; every model with "
+                    "[CLS] ends with centrality at or below 0.01.")
+    text = c3.describe_failure_signatures(_c3_landmarks(last={"l": 0.03}, late_spike=[False, True, False]))
+    assert text == ("Failure signatures in this build: a late centrality spike in b (block 11); "
+                    "centrality above 0.01 at the last block (incomplete marginalisation) in l (0.0300).")
+
+
+def test_prose_for_models_without_cls():
+    nan = float("nan")
+    landmarks = _c3_inputs(first={"s": nan, "b": nan, "l": nan}, last={"s": nan, "b": nan, "l": nan})[0]
+    assert "neither failure signature can occur" in c3.describe_failure_signatures(landmarks)
+    assert c3.describe_uniform_reading(landmarks) == ""
+    assert c3.describe_no_cls([]) == ""
+    assert "**not applicable** to g1, g2:" in c3.describe_no_cls(["g1", "g2"])
+
+
+def test_uniform_reading_compares_multiples_of_the_uniform_share_with_the_papers():
+    text = c3.describe_uniform_reading(_c3_landmarks())  # 13 tokens: 0.5 is 6.5x, 0.002 is 0.026x
+    assert text.startswith("On that reading the paper's ViT-B goes from 99x to 0.79x the uniform share.")
+    assert "b goes from 6.50x to 0.03x (uniform share 0.0769)" in text
+    assert "At the last block 3 of 3 models give [CLS] less than its even share, as the paper's" in text
+    assert text.endswith("against the paper's 99x: the first block does route attention through [CLS].")
+
+
+def test_t6_beside_the_paper_marks_what_a_model_without_cls_lacks():
+    landmarks = _c3_landmarks()
+    landmarks[["pagerank_first", "pagerank_last", "aci_first", "aci_mid", "aci_last"]] = 0.1
+    landmarks["ccc_mid"] = 0.1
+    t6 = c3.landmarks_beside_paper(landmarks, ("s", "b", "l"), ["l"]).set_index("model")
+    assert t6.loc["b", "paper model"] == "ViT-B" and t6.loc["b", "paper ccc first / last"] == "0.502 / 0.004"
+    assert t6.loc["s", "paper ccc first / last"] == "n/r"
+    assert t6.loc["l", "ccc_last"] == "not applicable" and t6.loc["l", "aci_last"] == 0.1
+
+
+def test_last_block_heads_count_heads_that_keep_or_give_up_the_hub():
+    attention = _attention("m", [0.5, 0.02], tokens=50)  # uniform share 0.02
+    heads = pd.DataFrame({"model": "m", "block": [1, 1, 2, 2], "head": [1, 2, 1, 2],
+                          "cls_centrality": [0.6, 0.4, 0.03, 0.01]})
+    heads = c3.heads_in_uniform_units(heads, attention, ["m"])
+    row = c3.last_block_heads(heads, attention).iloc[0]
+    assert (row.heads, row.keep_hub, row.marginalize) == (2, 1, 1)
+    assert np.isclose(row.most_central, 1.5) and np.isclose(row.least_central, 0.5)
+    assert np.isclose(row.head_averaged, 1.0)
+
+
+def test_summary_prose_counts_verdicts_and_reads_only_the_departures():
+    checks = [claims.ClaimCheck("C1 a", "", "", True, ""), claims.ClaimCheck("C2 b", "", "", True, "", True),
+              claims.ClaimCheck("C4 c", "", "", False, "too low"), claims.ClaimCheck("C5a d", "", "", None, "")]
+    assert claims.summary.describe_outcome(checks) == (
+        "In this build **2 of 4** checks hold (C1 a, C2 b (where testable)); **1 do not** (C4 c); "
+        "1 cannot be tested with these models (C5a d).")
+    text = claims.summary.describe_departures(checks)
+    assert text.startswith("Where this build departs") and text.count("\n- ") == 1
+    assert f"- **C4** (too low): {claims.summary.READINGS['C4']}." in text
+    assert claims.summary.describe_departures(checks[:2]) == "Every testable claim holds in this build."

@@ -1,4 +1,4 @@
-"""Neural Collapse (METRICS.md, "Neural Collapse"): NC1-NC4 from streamed moments, against a
+"""Neural Collapse (Methods, 'Neural Collapse'): NC1-NC4 from streamed moments, against a
 simplex-ETF known answer and a slow all-in-memory numpy implementation; CollapseMoments
 streaming, per-layer features, and full_analysis_tables end to end on a tiny timm ViT."""
 from __future__ import annotations

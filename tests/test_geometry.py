@@ -1,5 +1,6 @@
-"""Token geometry (METRICS.md, "Token geometry"): pairwise cosine similarity, the streaming
-TokenGeometry accumulator, the PE Dominance Ratio, and geometry_tables on a real (tiny) ViT."""
+"""Token geometry (Methods, 'Centered and raw token similarity'): pairwise cosine similarity,
+the streaming TokenGeometry accumulator, the PE Dominance Ratio, and geometry_tables on a real
+(tiny) ViT."""
 from __future__ import annotations
 
 import math

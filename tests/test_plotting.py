@@ -1,7 +1,8 @@
 import pandas as pd
 import pytest
 
-from vitphase_lib.plotting import by_layer, layer_order, myst_table, with_depth_axes
+from vitphase_lib.layers import layer_order
+from vitphase_lib.plotting import by_layer, myst_table, with_depth_axes
 
 
 def test_layer_order_is_network_order():

@@ -1,5 +1,5 @@
-"""InfoX_self, InfoX_all and ISI: the known answers of METRICS.md, the cross-validated ridge,
-determinism and streaming."""
+"""InfoX_self, InfoX_all and ISI: the known answers of Methods, 'Information scrambling', the
+cross-validated ridge, determinism and streaming."""
 import pytest
 import torch
 

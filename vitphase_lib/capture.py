@@ -11,10 +11,10 @@ Four timm classes (and their subclasses) are traced, each described by one :clas
 (EVA-02, the RoPE ViTs, DINOv3), ``Beit`` (BEiT, BEiT v2) and ``VisionTransformerRelPos``. Any
 other model is refused with that list (:func:`vitphase_lib.models.check_vit`).
 
-Layers, in order (METRICS.md): ``raw`` (patch embeddings before positional encoding, patch tokens
-only), ``pe`` (the input of the blocks' stack: prefix tokens prepended, the additive position
-embedding added), ``1..L`` (block outputs, the residual stream) and ``head`` (after the final
-norm).
+Layers, in order (:mod:`vitphase_lib.layers`; Methods, 'Layers, tokens and the single pass'):
+``raw`` (patch embeddings before positional encoding, patch tokens only), ``pe`` (the input of the
+blocks' stack: prefix tokens prepended, the additive position embedding added), ``1..L`` (block
+outputs, the residual stream) and ``head`` (after the final norm).
 
 The ``pe`` layer rule. Every model has the same layers. A model without an additive position
 embedding (its positions enter inside attention only: rotary or relative position bias) adds
@@ -49,6 +49,7 @@ from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer_relpos import VisionTransformerRelPos
 
+from . import layers
 from .models import UnsupportedModelError, check_vit
 
 
@@ -132,7 +133,7 @@ class ViTLayout:
 
     @property
     def layer_names(self) -> list[str]:
-        return ["raw", "pe"] + [str(i) for i in range(1, self.num_blocks + 1)] + ["head"]
+        return layers.layer_names(self.num_blocks)
 
     @property
     def cls_index(self) -> int | None:
@@ -370,7 +371,8 @@ def _remove_sinks(traced: _TracedAttention, sinks: Sequence[Sink]) -> None:
 
 @contextmanager
 def scaled_positional_encoding(model: torch.nn.Module, alpha: float) -> Iterator[None]:
-    """Evaluation-time intervention: z + PE becomes z + alpha * PE (METRICS.md, PE scaling).
+    """Evaluation-time intervention: z + PE becomes z + alpha * PE (Methods, 'PE Dominance Ratio
+    and PE scaling').
 
     The [CLS] token's positional embedding (where the model has one) is scaled too; a rotary or
     relative position encoding the model also has (EVA-02's RoPE) is left as it is. The original

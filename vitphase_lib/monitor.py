@@ -26,6 +26,7 @@ import torch
 from .analysis import PassConfig, run_pass
 from .capture import patch_positional_embedding, vit_layout
 from .io import atomic_write_bytes
+from .layers import block_number
 from .metrics import TokenGeometry, Top1, pe_dominance_ratio
 from .metrics.attention import AttentionGraph
 
@@ -200,7 +201,8 @@ class Monitor:
 
 
 def _row(layer: str, metric: str, value: float) -> dict:
-    block = int(layer) if layer.isdigit() else math.nan
+    number = block_number(layer)
+    block = math.nan if number is None else number
     return {"layer": layer, "block": block, "metric": metric, "value": float(value)}
 
 

@@ -9,21 +9,19 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown
 
+from . import layers
+
 sns.set_theme(context="notebook", style="whitegrid")
 
 
 def with_depth_axes(per_layer: pd.DataFrame) -> pd.DataFrame:
-    """Add ``block`` (0 = raw, 1 = pe shown at 0.5, b = block b; the head at L + 0.5) and
-    ``normalized_depth`` (block / L) to a per-layer table with ``model`` and ``layer`` columns."""
+    """Add ``block`` (the x position of :func:`vitphase_lib.layers.position`: raw -1, pe 0, block
+    b at b, the head at L + 0.5) and ``normalized_depth`` (block / L) to a per-layer table with
+    ``model`` and ``layer`` columns; L is each model's highest block in the table."""
     frame = per_layer.copy()
-    blocks = frame.groupby("model")["layer"].transform(
-        lambda s: pd.to_numeric(s, errors="coerce").max())
-    numeric = pd.to_numeric(frame["layer"], errors="coerce")
-    special = {"raw": -1.0, "pe": 0.0}
-    position = numeric.where(numeric.notna(), frame["layer"].map(special))
-    position = position.where(frame["layer"] != "head", blocks + 0.5)
-    frame["block"] = position
-    frame["normalized_depth"] = position / blocks
+    blocks = layers.depth_of_each_row(frame)
+    frame["block"] = [layers.position(layer, depth) for layer, depth in zip(frame["layer"], blocks)]
+    frame["normalized_depth"] = frame["block"] / blocks
     return frame
 
 
@@ -32,7 +30,7 @@ def layer_curves(per_layer: pd.DataFrame, y: str, ylabel: str, axes=None, hue: s
     """Two panels: ``y`` against block index and against normalized depth, one line per model."""
     frame = with_depth_axes(per_layer)
     if not include_head:
-        frame = frame[frame.layer != "head"]
+        frame = frame[frame.layer != layers.HEAD]
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, x, xlabel in zip(axes, ("block", "normalized_depth"),
@@ -70,24 +68,14 @@ def myst_table(frame: pd.DataFrame, caption: str, name: str, floatfmt: str = ".4
     return Markdown(f"```{{table}} {caption}\n:name: {name}\n\n{body}\n```\n")
 
 
-def verdict(holds: bool | None) -> str:
-    return {True: "holds", False: "does not hold", None: "not testable here"}[holds]
-
-
 def fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
-
-
-def layer_order(layers) -> list[str]:
-    """Layer names in network order: raw, pe, 1..L, head."""
-    rank = {"raw": -2, "pe": -1, "head": 10**9}
-    return sorted(set(layers), key=lambda layer: rank[layer] if layer in rank else int(layer))
 
 
 def by_layer(per_layer: pd.DataFrame, value: str, models) -> pd.DataFrame:
     """A layer x model table of one per-layer value, in network order."""
     table = per_layer.pivot(index="layer", columns="model", values=value)
-    return table.loc[layer_order(table.index), list(models)]
+    return table.loc[layers.layer_order(table.index), list(models)]
 
 
 def analysis_figures(tables: dict[str, pd.DataFrame], model: str) -> dict:

@@ -20,6 +20,7 @@ from .data import analysis_splits, load_fashion_mnist
 from .errors import ParameterError, ProfileNotFoundError
 from .loading import LoadedModel, load_model, resolve_model
 from .metrics.base import check_max_images
+from .metrics.scrambling import ISI_THRESHOLDS
 from .results import cached_tables, scratch_folder
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -52,7 +53,7 @@ class Study:
     infox_dims: int = 16                 # principal components of tokens / targets in the InfoX decoders
     probe_max_dim: int | None = None     # PCA the probe features to this width first (None: never)
     probe_jobs: int = 1                  # probes fitted at a time on the host (-1: one per core)
-    isi_thresholds: tuple[float, float] = (0.004, 0.02)  # ISI regimes: collapse below, chaotic above
+    isi_thresholds: tuple[float, float] = ISI_THRESHOLDS  # ISI regimes: collapse below, chaotic above
     tradeoff_fraction: float = 0.95      # trade-off block: first to reach this share of the best probe
     refresh: bool = False                # recompute instead of loading cached tables
     progress: bool = True
@@ -103,7 +104,7 @@ class Study:
                 or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in thresholds)
                 or not 0 <= thresholds[0] < thresholds[1]):
             raise TypeError("parameter 'isi_thresholds' must be two numbers 0 <= collapse < chaotic, "
-                            f"e.g. [0.004, 0.02]; got {thresholds!r}")
+                            f"e.g. {list(ISI_THRESHOLDS)}; got {thresholds!r}")
         object.__setattr__(self, "isi_thresholds", tuple(float(t) for t in thresholds))
         fraction = self.tradeoff_fraction
         if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:

@@ -1,4 +1,4 @@
-"""Neural Collapse NC1-NC4 per layer, from streamed moments (METRICS.md).
+"""Neural Collapse NC1-NC4 per layer, from streamed moments (Methods, 'Neural Collapse').
 
 Features per layer: the [CLS] token (``cls``, models with [CLS], not at ``raw``) and the mean of
 the patch tokens (``mean``). While streaming, :class:`CollapseMoments` keeps per (layer, feature)

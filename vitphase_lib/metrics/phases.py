@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import lsq_linear
 
+from ..layers import HEAD, INPUTS
+
 
 @dataclass(frozen=True)
 class PhaseSegmentation:
@@ -94,7 +96,7 @@ def segment_phases(similarity: Sequence[float], layers: Sequence[str]) -> PhaseS
     layers = tuple(layers)
     if len(y) != len(layers):
         raise ValueError(f"{len(y)} values for {len(layers)} layers")
-    if layers[:2] != ("raw", "pe") or len(layers) < 5:
+    if layers[:2] != INPUTS or len(layers) < 5:
         raise ValueError("segment_phases needs the layers raw, pe, 1..L with L >= 3, "
                          f"got {list(layers)}")
     if not np.all(np.isfinite(y)):
@@ -134,7 +136,7 @@ def phase_table(per_layer: pd.DataFrame, column: str = "centered_similarity",
     one row per group of ``by`` (e.g. per model, or per model and PE scale alpha)."""
     rows = []
     for keys, frame in per_layer.groupby(list(by), sort=False):
-        frame = frame[frame.layer != "head"]
+        frame = frame[frame.layer != HEAD]
         seg = segment_phases(frame[column].to_numpy(), frame.layer.tolist())
         blocks = len(seg.layers) - 2
         rows.append({

@@ -327,7 +327,13 @@ class DecoderScore(_DecoderPass):
         return pd.DataFrame(rows)
 
 
-def isi_regime(isi: float, collapse_below: float = 0.004, chaotic_above: float = 0.02) -> str:
+# The paper's ISI regime thresholds: communication collapse below the first, chaotic diffusion
+# above the second, controlled consensus between (Methods, 'Information scrambling')
+ISI_THRESHOLDS = (0.004, 0.02)
+
+
+def isi_regime(isi: float, collapse_below: float = ISI_THRESHOLDS[0],
+               chaotic_above: float = ISI_THRESHOLDS[1]) -> str:
     """The paper's three regimes of the Information Scrambling Index (thresholds configurable)."""
     if isi < collapse_below:
         return "communication collapse"
