@@ -80,7 +80,8 @@ class Study:
             raise TypeError(f"parameter 'dataset' must be 'fashion-mnist' or a folder path, got {self.dataset!r}")
         expected = {"profile": str, "device": str, "dtype": str,
                     "n_images": int, "n_probe_fit": int, "n_probe_score": int, "batch_size": int,
-                    "num_workers": int, "seed": int, "refresh": bool, "infox_dims": int, "progress": bool, "pretrained": bool, "per_head": bool,
+                    "num_workers": int, "seed": int, "refresh": bool, "infox_dims": int,
+                    "progress": bool, "pretrained": bool, "per_head": bool,
                     "checkpoints": dict, "probe_jobs": int}
         for name, kind in expected.items():
             value = getattr(self, name)
