@@ -47,8 +47,27 @@ def test_injected_parameters_are_removed_and_parameters_folded(tmp_path):
     cells = nbformat.read(path, as_version=4).cells
     assert cells[0].metadata.tags == ["parameters", "hide-cell"]
     assert cells[1].metadata.tags == ["injected-parameters", "remove-cell"]
-    assert cells[2].metadata.get("tags", []) == []
+    assert cells[2].metadata.tags == ["hide-input"]
     assert [c.id for c in cells] == ["cell-0", "injected-parameters", "cell-2"]
+
+
+def test_code_is_folded_and_regression_checks_removed_from_the_page(tmp_path):
+    """The book reads like a paper: code folded (outputs shown), the nbval check cells kept in the
+    notebook but removed from the page, a cell's own tags respected, markdown untouched."""
+    new = nbformat.v4
+    cells = [new.new_markdown_cell("# Title"),
+             new.new_code_cell("plot()"),
+             new.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(1)"),
+             new.new_code_cell("x = 1\n# NBVAL_CHECK_OUTPUT", metadata={"tags": ["hide-output"]}),
+             new.new_code_cell("y = 2", metadata={"tags": ["remove-input"]})]
+    for stem, code in (("02_chapter", ["hide-input"]), ("90_your_own_model", [])):
+        path = tmp_path / f"{stem}.ipynb"
+        nbformat.write(new.new_notebook(cells=cells), path)
+        tidy_executed_chapter(path)
+        tidied = nbformat.read(path, as_version=4).cells
+        assert [c.metadata.get("tags", []) for c in tidied] == [
+            [], code, ["remove-cell"], ["hide-output", "remove-cell"], ["remove-input"]], stem
+        assert [c.source for c in tidied] == [c.source for c in cells]  # nbval still sees them
 
 
 def test_cell_timestamps_are_dropped_and_the_run_record_kept(tmp_path):

@@ -1,7 +1,12 @@
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
-from vitphase_lib.plotting import by_layer, layer_order, myst_table, with_depth_axes
+from vitphase_lib.plotting import by_layer, column_label, layer_order, myst_table, with_depth_axes
+
+RECORDED_SMOKE = Path(__file__).parent / "notebooks"
 
 
 def test_layer_order_is_network_order():
@@ -20,7 +25,19 @@ def test_by_layer_and_myst_table():
     table = by_layer(frame, "v", ["b", "a"])
     assert table.index.tolist() == ["raw", "1"] and table.columns.tolist() == ["b", "a"]
     text = myst_table(frame, "Cap", "tab-x").data
-    assert text.startswith("```{table} Cap\n:name: tab-x\n") and "| model" in text
+    assert text.startswith("```{table} Cap\n:name: tab-x\n") and "| Model" in text
+
+
+def test_column_labels_are_words_with_units_and_model_names_stay():
+    assert column_label("plateau_start") == "Plateau start (block)"
+    assert column_label("test_top1") == "Test top-1 (%)"
+    assert column_label("cls_centrality") == "CLS centrality"
+    assert column_label("pe_dominance_ratio") == "PE Dominance Ratio"
+    assert column_label("some_new_column") == "some new column"  # unknown: its words
+    for name in ("tiny-s", "vit_base_patch16_224", "S(pe)", "drop / -floor", 3):
+        assert column_label(name) == str(name)  # model names and ready-made headers unchanged
+    text = myst_table(pd.DataFrame({"model": ["a"], "plateau_start": [3]}), "Cap", "tab-x").data
+    assert "| Model" in text and "Plateau start (block)" in text and "plateau_start" not in text
 
 
 def test_myst_table_fixed_point_digits_match_pandas_round():
