@@ -142,5 +142,24 @@ def test_build_description_reads_each_chapters_parameters(tmp_path):
 
 
 def test_introduction_includes_the_build_description():
-    from vitphase_lib.pipeline import BUILD_INFO, REPO_ROOT
-    assert f"{{include}} chapters/{BUILD_INFO}" in (REPO_ROOT / "book" / "intro.md").read_text()
+    """The introduction is the book's root page and an executed notebook (it shows this build's
+    findings), written beside the build description it includes."""
+    import yaml
+
+    from vitphase_lib.pipeline import BUILD_INFO, NOTEBOOKS_DIR, REPO_ROOT
+    intro = NOTEBOOKS_DIR / "00_introduction.py"
+    assert f"{{include}} {BUILD_INFO}" in intro.read_text()
+    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
+    assert toc["root"] == f"book/chapters/{intro.stem}"
+
+
+def test_recorded_smoke_notebooks_fold_code_and_hide_checks():
+    """The recorded chapters are what the browser test builds the book from: they carry the tags
+    the pipeline gives (re-record after a change to :func:`fold_code`)."""
+    for path in sorted(RECORDED_SMOKE.glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            tags = cell.metadata.get("tags", [])
+            if cell.cell_type == "code" and "# NBVAL_CHECK_OUTPUT" in cell.source:
+                assert "remove-cell" in tags, f"{path.name}: {cell.id}"
+            elif cell.cell_type == "code" and path.stem != "90_your_own_model":
+                assert tags, f"{path.name}: {cell.id} is shown unfolded; re-record the smoke chapters"

@@ -147,7 +147,7 @@ def build_book(profile: str, only: list[str] | None = None, html: bool = True,
     return REPO_ROOT / "_build" / "html" / "index.html"
 
 
-BUILD_INFO = "this_build.md"  # written beside the executed chapters, included by book/intro.md
+BUILD_INFO = "this_build.md"  # written beside the executed chapters, included by the introduction
 
 
 def describe_build(chapters_dir: Path = CHAPTERS_DIR) -> str:
