@@ -1,5 +1,7 @@
 """The built book in a real browser: every page loads without console errors (also late,
-asynchronous ones), no image is broken, and every chapter shows the figures of its notebook. The
+asynchronous ones), no image is broken, every chapter shows the figures of its notebook, and the
+pages read like a paper (no regression-check dump, code folded, tables within their column, headers
+in words, the introduction opening with this build's findings). The
 book is assembled from the committed smoke-profile chapters (tests/notebooks/) in a temporary
 folder, served on 127.0.0.1 and opened in headless Chromium (Debian packages chromium and
 chromium-driver, installed here where missing; under CI a missing browser is a failure, not a skip).
@@ -23,10 +25,11 @@ import pytest
 import yaml
 from docutils.nodes import make_id
 
-from vitphase_lib.pipeline import build_html
+from vitphase_lib.pipeline import CHECK_MARK, CODE_IS_CONTENT, build_html
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+WINDOW = (1280, 900)  # a laptop screen: the book's sidebars and its column of text as a reader sees them
 SETTLE_SECONDS = 1.5  # after document.readyState == 'complete', how long late console errors may take
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
 REMOVED = {"remove-cell", "remove_cell", "remove-output", "remove_output"}
@@ -97,6 +100,7 @@ def browser():
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"):
         options.add_argument(flag)
+    options.add_argument(f"--window-size={WINDOW[0]},{WINDOW[1]}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     yield driver
@@ -234,3 +238,62 @@ def test_math_is_rendered_offline(built_book, server, browser):
     rendered = browser.execute_script(
         "return new Promise(r => setTimeout(() => r(document.querySelectorAll('mjx-container').length), 1500));")
     assert rendered > 10
+
+
+# Per table of the article: [its id or caption, its width, its container's width, its right edge,
+# the article's right edge]. The container is the box the table sits in (the theme's scrollable
+# wrapper, else its parent): a table wider than that scrolls or spills instead of fitting.
+TABLES_JS = """const article = document.querySelector('article.bd-article') || document.body;
+const right = article.getBoundingClientRect().right;
+return Array.from(article.querySelectorAll('table')).map(t => {
+  const box = t.closest('.pst-scrollable-table-container') || t.parentElement;
+  const caption = t.querySelector('caption');
+  return [t.id || (caption ? caption.textContent.trim().slice(0, 60) : ''),
+          t.getBoundingClientRect().width, box.clientWidth, t.getBoundingClientRect().right, right];
+});"""
+HEADERS_JS = """return Array.from(document.querySelectorAll('article.bd-article table th'))
+  .map(th => th.textContent.trim());"""
+# code inputs a reader sees without a click: not inside a closed fold (a <details> element; its
+# content keeps a layout box in Chromium, so visibility is read from the fold, not the box)
+SHOWN_CODE_JS = """return Array.from(document.querySelectorAll('.cell_input'))
+  .filter(c => !c.closest('details:not([open])'))
+  .map(c => c.textContent.trim().slice(0, 60));"""
+
+
+def test_pages_read_like_a_paper(built_book, server, browser):
+    """No page shows a regression-check cell (its raw dump is for nbval, not the reader), no table
+    is wider than its column at a laptop's window size, table headers are words (no snake_case
+    identifier), and chapters show no code unfolded, except the how-to pages whose code is their
+    content (pipeline.CODE_IS_CONTENT)."""
+    problems = []
+    for page in _pages(built_book):
+        browser.get(f"{server}/{page}")
+        _console_errors(browser, server)  # waits until the page is complete
+        if CHECK_MARK in browser.execute_script("return document.body.innerHTML"):
+            problems.append(f"{page}: shows {CHECK_MARK}")
+        for label, width, box, right, article_right in browser.execute_script(TABLES_JS):
+            if width > box + 1 or right > article_right + 1:
+                problems.append(f"{page}: table {label!r} is {width:.0f}px wide in a {box:.0f}px "
+                                f"column (right edge {right:.0f}, article's {article_right:.0f})")
+        snake = [h for h in browser.execute_script(HEADERS_JS) if re.search(r"[a-z]_[a-z]", h)]
+        if snake:
+            problems.append(f"{page}: table headers not in words: {snake}")
+        if Path(page).stem not in CODE_IS_CONTENT:
+            shown = browser.execute_script(SHOWN_CODE_JS)
+            if shown:
+                problems.append(f"{page}: {len(shown)} code cell(s) shown unfolded, e.g. {shown[0]!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_introduction_opens_with_this_builds_findings(built_book, server, browser):
+    """The root page shows the verdict table and the similarity figure before the method."""
+    browser.get(f"{server}/index.html")
+    _console_errors(browser, server)
+    order = browser.execute_script("""
+      const at = id => { const e = document.getElementById(id); return e ? e.getBoundingClientRect().top : null; };
+      return [at('tab-glance'), at('fig-glance'), at('the-claims-under-test')];""")
+    assert None not in order, f"verdict table, key figure, claims section: {order}"
+    assert order[0] < order[2] and order[1] < order[2], order
+    verdicts = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#tab-glance tbody tr')).length")
+    assert verdicts >= 5  # one row per claim check

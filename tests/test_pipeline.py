@@ -47,8 +47,27 @@ def test_injected_parameters_are_removed_and_parameters_folded(tmp_path):
     cells = nbformat.read(path, as_version=4).cells
     assert cells[0].metadata.tags == ["parameters", "hide-cell"]
     assert cells[1].metadata.tags == ["injected-parameters", "remove-cell"]
-    assert cells[2].metadata.get("tags", []) == []
+    assert cells[2].metadata.tags == ["hide-input"]
     assert [c.id for c in cells] == ["cell-0", "injected-parameters", "cell-2"]
+
+
+def test_code_is_folded_and_regression_checks_removed_from_the_page(tmp_path):
+    """The book reads like a paper: code folded (outputs shown), the nbval check cells kept in the
+    notebook but removed from the page, a cell's own tags respected, markdown untouched."""
+    new = nbformat.v4
+    cells = [new.new_markdown_cell("# Title"),
+             new.new_code_cell("plot()"),
+             new.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(1)"),
+             new.new_code_cell("x = 1\n# NBVAL_CHECK_OUTPUT", metadata={"tags": ["hide-output"]}),
+             new.new_code_cell("y = 2", metadata={"tags": ["remove-input"]})]
+    for stem, code in (("02_chapter", ["hide-input"]), ("90_your_own_model", [])):
+        path = tmp_path / f"{stem}.ipynb"
+        nbformat.write(new.new_notebook(cells=cells), path)
+        tidy_executed_chapter(path)
+        tidied = nbformat.read(path, as_version=4).cells
+        assert [c.metadata.get("tags", []) for c in tidied] == [
+            [], code, ["remove-cell"], ["hide-output", "remove-cell"], ["remove-input"]], stem
+        assert [c.source for c in tidied] == [c.source for c in cells]  # nbval still sees them
 
 
 def test_cell_timestamps_are_dropped_and_the_run_record_kept(tmp_path):
@@ -123,5 +142,24 @@ def test_build_description_reads_each_chapters_parameters(tmp_path):
 
 
 def test_introduction_includes_the_build_description():
-    from vitphase_lib.pipeline import BUILD_INFO, REPO_ROOT
-    assert f"{{include}} chapters/{BUILD_INFO}" in (REPO_ROOT / "book" / "intro.md").read_text()
+    """The introduction is the book's root page and an executed notebook (it shows this build's
+    findings), written beside the build description it includes."""
+    import yaml
+
+    from vitphase_lib.pipeline import BUILD_INFO, NOTEBOOKS_DIR, REPO_ROOT
+    intro = NOTEBOOKS_DIR / "00_introduction.py"
+    assert f"{{include}} {BUILD_INFO}" in intro.read_text()
+    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
+    assert toc["root"] == f"book/chapters/{intro.stem}"
+
+
+def test_recorded_smoke_notebooks_fold_code_and_hide_checks():
+    """The recorded chapters are what the browser test builds the book from: they carry the tags
+    the pipeline gives (re-record after a change to :func:`fold_code`)."""
+    for path in sorted(RECORDED_SMOKE.glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            tags = cell.metadata.get("tags", [])
+            if cell.cell_type == "code" and "# NBVAL_CHECK_OUTPUT" in cell.source:
+                assert "remove-cell" in tags, f"{path.name}: {cell.id}"
+            elif cell.cell_type == "code" and path.stem != "90_your_own_model":
+                assert tags, f"{path.name}: {cell.id} is shown unfolded; re-record the smoke chapters"

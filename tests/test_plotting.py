@@ -1,8 +1,13 @@
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from vitphase_lib.layers import layer_order
-from vitphase_lib.plotting import by_layer, myst_table, with_depth_axes
+from vitphase_lib.plotting import by_layer, column_label, myst_table, with_depth_axes
+
+RECORDED_SMOKE = Path(__file__).parent / "notebooks"
 
 
 def test_layer_order_is_network_order():
@@ -21,7 +26,19 @@ def test_by_layer_and_myst_table():
     table = by_layer(frame, "v", ["b", "a"])
     assert table.index.tolist() == ["raw", "1"] and table.columns.tolist() == ["b", "a"]
     text = myst_table(frame, "Cap", "tab-x").data
-    assert text.startswith("```{table} Cap\n:name: tab-x\n") and "| model" in text
+    assert text.startswith("```{table} Cap\n:name: tab-x\n") and "| Model" in text
+
+
+def test_column_labels_are_words_with_units_and_model_names_stay():
+    assert column_label("plateau_start") == "Plateau start (block)"
+    assert column_label("test_top1") == "Test top-1 (%)"
+    assert column_label("cls_centrality") == "CLS centrality"
+    assert column_label("pe_dominance_ratio") == "PE Dominance Ratio"
+    assert column_label("some_new_column") == "some new column"  # unknown: its words
+    for name in ("tiny-s", "vit_base_patch16_224", "S(pe)", "drop / -floor", 3):
+        assert column_label(name) == str(name)  # model names and ready-made headers unchanged
+    text = myst_table(pd.DataFrame({"model": ["a"], "plateau_start": [3]}), "Cap", "tab-x").data
+    assert "| Model" in text and "Plateau start (block)" in text and "plateau_start" not in text
 
 
 def test_myst_table_fixed_point_digits_match_pandas_round():
@@ -43,3 +60,27 @@ def test_myst_table_refuses_what_would_break_the_rendered_table(caption, frame, 
     far from its cause); a '|' in a name or cell splits the Markdown cell."""
     with pytest.raises(ValueError, match=message):
         myst_table(frame, caption, "tab-x")
+
+
+def _recorded_table_headers() -> dict[str, list[str]]:
+    """Table label -> the header cells of every MyST table in the recorded smoke chapters."""
+    headers = {}
+    for path in sorted(RECORDED_SMOKE.glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            for output in cell.get("outputs", []):
+                text = "".join(output.get("data", {}).get("text/markdown", ""))
+                if "{table}" in text:
+                    lines = text.splitlines()
+                    name = next(line.split()[-1] for line in lines if line.startswith(":name:"))
+                    header = next(line for line in lines if line.startswith("|"))
+                    headers[name] = [cell.strip() for cell in header.strip("|").split("|")]
+    return headers
+
+
+def test_every_recorded_table_has_human_headers():
+    """Every column a chapter shows is covered by COLUMN_LABELS (or reads as words): no
+    identifier such as plateau_start reaches the page."""
+    headers = _recorded_table_headers()
+    assert len(headers) >= 10
+    snake = {name: [h for h in cells if "_" in h] for name, cells in headers.items()}
+    assert not {name: cells for name, cells in snake.items() if cells}

@@ -82,12 +82,36 @@ def hide_injected_parameters(notebook: nbformat.NotebookNode) -> None:
             tags.append("hide-cell")
 
 
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"  # a regression-check cell: nbval compares its output
+# pages whose code is what the reader came for (a how-to): their code stays unfolded
+CODE_IS_CONTENT = frozenset({"90_your_own_model"})
+
+
+def fold_code(notebook: nbformat.NotebookNode, show_code: bool = False) -> None:
+    """Make the page read like a paper with its code a click away: a regression-check cell
+    (source holds ``# NBVAL_CHECK_OUTPUT``) is tagged ``remove-cell`` (it stays in the notebook for
+    nbval, but its raw dump is not content), and every other untagged code cell ``hide-input``
+    (Jupyter Book folds the code and shows the outputs: figures, tables, text), unless
+    ``show_code``. A cell that already has a tag keeps only its own: the tag was chosen for it."""
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = cell.metadata.setdefault("tags", [])
+        if CHECK_MARK in cell.source:
+            if "remove-cell" not in tags:
+                tags.append("remove-cell")
+        elif not tags and not show_code:
+            tags.append("hide-input")
+
+
 def tidy_executed_chapter(path: Path) -> None:
-    """What the book shows of an executed chapter: parameter cells hidden, progress bars and
-    per-cell timestamps dropped, cell ids by position (one read and one write of the notebook),
-    so that re-executing a chapter changes its file only where its outputs change."""
+    """What the book shows of an executed chapter: parameter cells hidden, code folded and
+    regression checks removed (:func:`fold_code`), progress bars and per-cell timestamps dropped,
+    cell ids by position (one read and one write of the notebook), so that re-executing a chapter
+    changes its file only where its outputs change."""
     notebook = nbformat.read(path, as_version=4)
     hide_injected_parameters(notebook)
+    fold_code(notebook, show_code=path.stem in CODE_IS_CONTENT)
     drop_progress_bars(notebook)
     drop_cell_timings(notebook)
     number_cells(notebook)
@@ -123,7 +147,7 @@ def build_book(profile: str, only: list[str] | None = None, html: bool = True,
     return REPO_ROOT / "_build" / "html" / "index.html"
 
 
-BUILD_INFO = "this_build.md"  # written beside the executed chapters, included by book/intro.md
+BUILD_INFO = "this_build.md"  # written beside the executed chapters, included by the introduction
 
 
 def describe_build(chapters_dir: Path = CHAPTERS_DIR) -> str:

@@ -47,8 +47,79 @@ def layer_curves(per_layer: pd.DataFrame, y: str, ylabel: str, axes=None, hue: s
     return axes
 
 
+# The header a reader sees for each column the chapters show through myst_table: words, not
+# identifiers, with the unit where there is one (blocks, %, minutes, multiples of the uniform
+# share). The tables' data keep their snake_case names; only the rendered header changes.
+COLUMN_LABELS = {
+    # models and training (T1, T1b)
+    "model": "Model", "variant": "Variant", "group": "Group", "base": "Base", "change": "Change",
+    "depth": "Depth (blocks)", "width": "Width", "heads": "Heads", "patch": "Patch (px)",
+    "tokens": "Tokens", "parameters": "Parameters", "test_images": "Test images",
+    "test_top1": "Test top-1 (%)", "recorded_top1": "Recorded top-1 (%)",
+    "trained_fraction": "Trained fraction", "train_minutes_recorded": "Training, recorded (min)",
+    "train_minutes_idle_estimate": "Training, idle estimate (min)", "top1": "Top-1 (%)",
+    # phases (T2, T3)
+    "blocks": "Blocks", "layer": "Layer", "source": "Source", "floor": "Centering floor",
+    "plateau_start": "Plateau start (block)", "climb_start": "Climb start (block)",
+    "plateau_length": "Plateau length (blocks)", "climb_length": "Climb length (blocks)",
+    "plateau_fraction": "Plateau share of depth", "cliff_slope": "Cliff slope (per block)",
+    "plateau_slope": "Plateau slope (per block)", "climb_slope": "Climb slope (per block)",
+    "centered_similarity": "Centered similarity", "raw_similarity": "Raw similarity",
+    # positional encoding (T4, T5)
+    "pe_norm": "PE norm", "raw_token_norm": "Raw token norm",
+    "pe_dominance_ratio": "PE Dominance Ratio", "alpha": "PE scale α",
+    "cliff_drop_pe": "Cliff: drop to PE", "cliff_drop_block1": "Cliff: drop to block 1",
+    # attention graph (T6)
+    "paper model": "Paper model", "cls_centrality": "CLS centrality",
+    "ccc_first": "CLS centrality, first block", "ccc_mid": "CLS centrality, mid-Plateau",
+    "ccc_last": "CLS centrality, last block", "pagerank_first": "[CLS] PageRank share, first block",
+    "pagerank_last": "[CLS] PageRank share, last block", "aci_first": "ACI, first block",
+    "aci_mid": "ACI, mid-Plateau", "aci_last": "ACI, last block", "late_spike": "Late spike",
+    "incomplete_marginalization": "Incomplete marginalization",
+    "paper ccc first / last": "Paper: CLS centrality first / last",
+    "keep_hub": "Heads keeping the hub", "marginalize": "Heads marginalizing it",
+    "most_central": "Most central head (× uniform)", "least_central": "Least central head (× uniform)",
+    "head_averaged": "Heads averaged (× uniform)",
+    # Neural Collapse (T7)
+    "feature": "Feature", "nc1": "NC1", "nc2": "NC2", "nc3": "NC3", "nc4": "NC4",
+    "equinorm": "Equinorm", "ncc_margin": "NCC margin", "classifier": "Classifier",
+    "plateau_start_block": "Plateau start (block)", "climb_knot_block": "Climb knot (block)",
+    "nc1_plateau_start": "NC1 at Plateau start", "nc1_climb_start": "NC1 at Climb knot",
+    "nc1_last_block": "NC1 at last block",
+    "plateau_decades_per_block": "NC1 on Plateau (decades per block)",
+    "climb_decades_per_block": "NC1 over Climb (decades per block)",
+    "forms_in_climb": "Forms in Climb",
+    # scrambling (T8)
+    "isi": "ISI", "isi_min": "ISI min", "isi_max": "ISI max", "isi_median": "ISI median",
+    "peak_block": "Peak block", "regime_at_peak": "Regime at peak",
+    "blocks_collapse": "Blocks in collapse", "blocks_controlled": "Blocks controlled",
+    "blocks_chaotic": "Blocks chaotic", "blocks_in_vit_b_band": "Blocks in ViT-B band",
+    "failure_signature": "Failure signature", "paper": "Paper",
+    # trade-off (T9, T10)
+    "best_probe_top1": "Best probe top-1 (%)", "threshold": "Threshold top-1 (%)",
+    "tradeoff_block": "Trade-off block", "tradeoff_depth": "Trade-off depth (block / L)",
+    "blocks after B": "Blocks after B", "depth after B": "Depth after B",
+    # summary (T11)
+    "claim": "Claim", "paper says": "Paper says", "this build measured": "This build measured",
+    "holds here?": "Holds here?", "why": "Why",
+}
+SNAKE_CASE = re.compile(r"[a-z]+(?:_[a-z]+)+")  # no digits: timm model names stay as they are
+
+
+def column_label(name) -> str:
+    """The header shown for a column: its entry in ``COLUMN_LABELS``; else, for a snake_case
+    identifier of letters only, its words ("plateau_start" -> "plateau start"); else the name
+    unchanged (model names as columns, ready-made headers such as "S(pe)"), because a model's
+    name, e.g. ``vit_base_patch16_224``, must read as the name the reader passes to timm."""
+    name = str(name)
+    if name in COLUMN_LABELS:
+        return COLUMN_LABELS[name]
+    return name.replace("_", " ") if SNAKE_CASE.fullmatch(name) else name
+
+
 def myst_table(frame: pd.DataFrame, caption: str, name: str, floatfmt: str = ".4g") -> Markdown:
-    """A numbered, referenceable MyST table (rendered by MyST-NB from the cell's output).
+    """A numbered, referenceable MyST table (rendered by MyST-NB from the cell's output), its
+    headers in words with units (:func:`column_label`).
 
     With a fixed-point ``floatfmt`` (".1f") the values are rounded by pandas first, so the table
     shows the digits ``frame.round(n)`` prints: 68.35 is 68.4 in both (string formatting of the
@@ -61,6 +132,7 @@ def myst_table(frame: pd.DataFrame, caption: str, name: str, floatfmt: str = ".4
     if any("|" in cell for cell in cells):  # tabulate does not escape the column separator
         raise ValueError(f"table {name!r}: a column name or cell contains '|', which splits a "
                          f"Markdown table's cell; rename it. Columns: {list(frame.columns)}")
+    frame = frame.rename(columns=column_label)
     fixed_point = re.fullmatch(r"\.(\d+)f", floatfmt)
     if fixed_point:
         frame = frame.round(int(fixed_point.group(1)))
