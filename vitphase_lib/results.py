@@ -46,7 +46,8 @@ def results_root() -> Path:
 # The modules whose code computes the cached tables, relative to the package ("metrics/": every
 # module in that folder); the rule is in code_fingerprint's docstring.
 COMPUTING_MODULES = ("analysis.py", "capture.py", "data.py", "distributed.py", "imagefolder.py",
-                     "loading.py", "metrics/", "models.py", "numerics.py", "study.py", "zoo.py")
+                     "layers.py", "loading.py", "metrics/", "models.py", "numerics.py", "study.py",
+                     "zoo.py")
 
 
 def code_fingerprint() -> str:
@@ -57,7 +58,7 @@ def code_fingerprint() -> str:
     table for the same key (weights, data, parameters): the forward pass and its hooks (models,
     capture), the passes and the metrics (analysis, distributed, metrics/), the images and their
     preprocessing (data, imagefolder), how a model is built and its weights loaded (loading,
-    zoo), the numerics settings (numerics), and what each analysis is given (study). Left out:
+    zoo), the layer vocabulary (layers), the numerics settings (numerics), and what each analysis is given (study). Left out:
     what presents, reports or orchestrates results (api, cli, bench*, claims*, plotting,
     pipeline, monitor, estimate), training (train: the weights enter the key by their hash), the
     cache itself (results, io), error types, and everything outside the package (README, book).
