@@ -25,7 +25,7 @@ LAYOUTS = {"vit_small_patch16_224": (1, True), "vit_base_patch16_224": (1, True)
            "vit_little_patch16_reg4_gap_256": (4, False), "vit_medium_patch16_gap_240": (0, False)}
 # small enough for CI on 2 cores; the profile's own values are for a GPU
 SETTINGS = {"pretrained": False, "device": "cpu", "dtype": "float32", "num_workers": 0,
-            "n_images": 8, "n_probe_fit": 8, "n_probe_score": 8, "batch_size": 4,
+            "n_images": 4, "n_probe_fit": 8, "n_probe_score": 4, "batch_size": 4,
             "pe_alphas": [0.0, 1.0], "infox_dims": 2, "aci_max_images": 2, "progress": False}
 
 

@@ -57,11 +57,12 @@ def code_fingerprint() -> str:
     The rule: a module is in :data:`COMPUTING_MODULES` if its code can change the numbers of a
     table for the same key (weights, data, parameters): the forward pass and its hooks (models,
     capture), the passes and the metrics (analysis, distributed, metrics/), the images and their
-    preprocessing (data, imagefolder), how a model is built and its weights loaded (loading,
-    zoo), the layer vocabulary (layers), the numerics settings (numerics), and what each analysis is given (study). Left out:
-    what presents, reports or orchestrates results (api, cli, bench*, claims*, plotting,
-    pipeline, monitor, estimate), training (train: the weights enter the key by their hash), the
-    cache itself (results, io), error types, and everything outside the package (README, book).
+    preprocessing (data, imagefolder), how a model is built and its weights loaded (loading, zoo),
+    the layer vocabulary (layers), the numerics settings (numerics), and what each analysis is
+    given (study). Left out: what presents, reports or orchestrates results (api, cli, bench*,
+    claims*, plotting, pipeline, monitor, estimate), training (train: the weights enter the key by
+    their hash), the cache itself (results, io), error types, and everything outside the package
+    (README, book).
     A package module that a listed one imports must be listed or named as left out in
     ``tests/test_code_fingerprint.py``, so new computing code cannot slip past the key.
     """
