@@ -157,39 +157,27 @@ class Monitor:
         if "top1" in wanted:
             rows.append(_row("model", "top1", float(top1.result().top1.iloc[0])))
         if wanted & {"isi", "probe"}:
-            rows += self._held_out(model, layout, dataset, config, wanted)
+            rows += self._held_out(model, dataset, config, wanted)
         return pd.DataFrame(rows, columns=["layer", "block", "metric", "value"])
 
-    def _held_out(self, model, layout, dataset, config, wanted) -> list[dict]:
-        """ISI and linear probes: fitted on the first half of the probe set, scored on the second."""
-        from .metrics.probes import FeatureCollector, probe_table
-        from .metrics.scrambling import DecoderFit, DecoderScore, TokenMoments
+    def _held_out(self, model, dataset, config, wanted) -> list[dict]:
+        """ISI and linear probes, by the book's own sweeps (:func:`analysis.full_analysis_tables`):
+        fitted on the first half of the probe set, scored on the second."""
+        from .analysis import full_analysis_tables
         half = len(dataset) // 2
         fit_set = torch.utils.data.Subset(dataset, range(half))
         score_set = torch.utils.data.Subset(dataset, range(half, len(dataset)))
+        metrics = tuple(name for key, name in (("isi", "scrambling"), ("probe", "probes")) if key in wanted)
+        tables = full_analysis_tables(model, fit_set, fit_set, score_set, num_classes=1, config=config,
+                                      metrics=metrics, has_labels=self.labels is not None,
+                                      infox_dims=self.infox_dims, desc="monitor")
         rows = []
-        fit_features = FeatureCollector(layout, half) if "probe" in wanted else None
-        score_features = FeatureCollector(layout, len(dataset) - half) if "probe" in wanted else None
-        if "isi" in wanted:
-            moments = TokenMoments(layout)
-            run_pass(model, fit_set, [moments], config, attention=False, desc="monitor (isi)")
-            inputs = {layer: moments.projection(layer, self.infox_dims) for layer in layout.layer_names}
-            target = moments.projection("raw", self.infox_dims, standardize=True, whiten=False)
-            fit = DecoderFit(layout, inputs, target)
-            run_pass(model, fit_set, [fit] + ([fit_features] if fit_features else []), config,
-                     attention=False, desc="monitor (fit)")
-            score = DecoderScore(layout, inputs, target, fit.decoders(release=True), fit.ridges)
-            run_pass(model, score_set, [score] + ([score_features] if score_features else []), config,
-                     attention=False, desc="monitor (score)")
-            table = score.result()
+        if "scrambling" in tables:
+            table = tables["scrambling"]
             for metric in ("infox_self", "infox_all", "isi"):
                 rows += [_row(layer, metric, value) for layer, value in zip(table.layer, table[metric])]
-        else:
-            run_pass(model, fit_set, [fit_features], config, attention=False, desc="monitor (fit)")
-            run_pass(model, score_set, [score_features], config, attention=False, desc="monitor (score)")
-        if "probe" in wanted:
-            probes = probe_table(fit_features, score_features)
-            probes = probes[probes.feature == "mean"]
+        if "probes" in tables:
+            probes = tables["probes"][tables["probes"].feature == "mean"]
             rows += [_row(layer, "probe_top1", value) for layer, value in zip(probes.layer, probes.probe_top1)]
         return rows
 
