@@ -346,22 +346,29 @@ def test_an_attention_mask_keeps_the_batch_in_one_piece(mini, monkeypatch):
     assert no_hooks_left(mini)
 
 
+def _traced_block_attention(mini, x, **kwargs):
+    """Block 1's attention on ``x`` with ``kwargs``, fused and traced: the images per unfused
+    call, the traced output, the fused output and the recorded attention."""
+    attn = mini.blocks[0].attn
+    seen: list[int] = []
+    rec = Recorder()
+    with torch.no_grad():
+        expected = attn(x, **kwargs)  # fused
+        with trace(mini, [rec]):
+            hook = attn.attn_drop.register_forward_hook(
+                lambda module, args, weights: seen.append(weights.shape[0]))
+            out = attn(x, **kwargs)
+            hook.remove()
+    return seen, out, expected, rec
+
+
 def test_a_mask_shared_by_every_image_still_runs_in_chunks(mini, monkeypatch):
     """A (T, T) mask broadcasts over the images: each chunk gets all of it."""
     chunks_of(2, monkeypatch)
     x = torch.randn(5, 50, MINI.width, generator=torch.Generator().manual_seed(8))
     mask = torch.zeros(50, 50)
     mask[:, 25:] = -math.inf
-    attn = mini.blocks[0].attn
-    seen: list[int] = []
-    rec = Recorder()
-    with torch.no_grad():
-        expected = attn(x, attn_mask=mask)  # fused
-        with trace(mini, [rec]):
-            hook = attn.attn_drop.register_forward_hook(
-                lambda module, args, weights: seen.append(weights.shape[0]))
-            out = attn(x, attn_mask=mask)
-            hook.remove()
+    seen, out, expected, rec = _traced_block_attention(mini, x, attn_mask=mask)
     assert seen == [2, 2, 1]
     assert_close_to_scale(out, expected, rel=1e-6)
     assert torch.equal(rec.attention[1][..., 25:], torch.zeros(5, 50, 25))
@@ -371,16 +378,7 @@ def test_is_causal_still_runs_in_chunks(mini, monkeypatch):
     """``is_causal`` is a flag, not a per-image mask: the batch is still split."""
     chunks_of(2, monkeypatch)
     x = torch.randn(5, 50, MINI.width, generator=torch.Generator().manual_seed(7))
-    attn = mini.blocks[0].attn
-    seen: list[int] = []
-    rec = Recorder()
-    with torch.no_grad():
-        expected = attn(x, is_causal=True)  # fused
-        with trace(mini, [rec]):
-            hook = attn.attn_drop.register_forward_hook(
-                lambda module, args, weights: seen.append(weights.shape[0]))
-            out = attn(x, is_causal=True)
-            hook.remove()
+    seen, out, expected, rec = _traced_block_attention(mini, x, is_causal=True)
     assert seen == [2, 2, 1]
     assert_close_to_scale(out, expected, rel=1e-6)
     assert torch.equal(rec.attention[1].triu(diagonal=1), torch.zeros(5, 50, 50))
