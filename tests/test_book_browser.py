@@ -201,38 +201,6 @@ if (!figure) return null;
 return Array.from(figure.querySelectorAll('img')).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth]);"""
 
 
-def test_every_page_loads_without_console_errors_and_all_images_load(built_book, server, browser):
-    pages = _pages(built_book)
-    assert len(pages) >= 10  # intro, methods and the eight chapters
-    chapters = _chapters(built_book, pages)
-    assert len(chapters) >= 8, f"chapters found: {sorted(chapters)}"
-    assert sum(len(labels) for _, labels in chapters.values()) >= 7  # F1-F6 and the training curves
-    problems = []
-    for page in pages:
-        browser.get(f"{server}/{page}")
-        errors = _console_errors(browser, server)
-        if errors:
-            problems.append(f"{page}: console errors {errors}")
-        images = browser.execute_script(IMAGES_JS)
-        broken = [f"{src} (figure {figure})" if figure else src
-                  for src, complete, width, figure in images if complete and width == 0]
-        if broken:
-            problems.append(f"{page}: broken images {broken}")
-        if page not in chapters:
-            continue
-        figures, labels = chapters[page]
-        loaded = [src for src, complete, width, _ in images if "_images/" in src and width > 0]
-        if figures and not loaded:
-            problems.append(f"{page}: its notebook has {figures} figure(s) but no figure image loaded")
-        for label in labels:
-            shown = browser.execute_script(FIGURE_JS, make_id(label))
-            if shown is None:
-                problems.append(f"{page}: figure {label} is missing (no element #{make_id(label)})")
-            elif not any(width > 0 for _, _, width in shown):
-                problems.append(f"{page}: figure {label} has no loaded image: {shown}")
-    assert not problems, "\n".join(problems)
-
-
 def test_math_is_rendered_offline(built_book, server, browser):
     browser.get(f"{server}/book/methods.html")
     rendered = browser.execute_script(
@@ -260,28 +228,77 @@ SHOWN_CODE_JS = """return Array.from(document.querySelectorAll('.cell_input'))
   .map(c => c.textContent.trim().slice(0, 60));"""
 
 
-def test_pages_read_like_a_paper(built_book, server, browser):
+@pytest.fixture(scope="module")
+def visits(built_book, server, browser) -> dict[str, dict]:
+    """Every page opened once, and what the tests below read of it: console errors, images, the
+    figures its notebook names, tables' widths, table headers, code shown unfolded and whether it
+    shows a regression-check cell."""
+    pages = _pages(built_book)
+    chapters = _chapters(built_book, pages)
+    seen = {}
+    for page in pages:
+        browser.get(f"{server}/{page}")
+        labels = chapters.get(page, (0, []))[1]
+        seen[page] = {
+            "errors": _console_errors(browser, server),  # waits until the page is complete
+            "images": browser.execute_script(IMAGES_JS),
+            "figures": {label: browser.execute_script(FIGURE_JS, make_id(label)) for label in labels},
+            "check_mark": CHECK_MARK in browser.execute_script("return document.body.innerHTML"),
+            "tables": browser.execute_script(TABLES_JS),
+            "headers": browser.execute_script(HEADERS_JS),
+            "shown_code": browser.execute_script(SHOWN_CODE_JS)}
+    return seen
+
+
+def test_every_page_loads_without_console_errors_and_all_images_load(built_book, visits):
+    pages = _pages(built_book)
+    assert len(pages) >= 10  # intro, methods and the eight chapters
+    chapters = _chapters(built_book, pages)
+    assert len(chapters) >= 8, f"chapters found: {sorted(chapters)}"
+    assert sum(len(labels) for _, labels in chapters.values()) >= 7  # F1-F6 and the training curves
+    problems = []
+    for page in pages:
+        seen = visits[page]
+        if seen["errors"]:
+            problems.append(f"{page}: console errors {seen['errors']}")
+        broken = [f"{src} (figure {figure})" if figure else src
+                  for src, complete, width, figure in seen["images"] if complete and width == 0]
+        if broken:
+            problems.append(f"{page}: broken images {broken}")
+        if page not in chapters:
+            continue
+        figures, labels = chapters[page]
+        loaded = [src for src, complete, width, _ in seen["images"] if "_images/" in src and width > 0]
+        if figures and not loaded:
+            problems.append(f"{page}: its notebook has {figures} figure(s) but no figure image loaded")
+        for label in labels:
+            shown = seen["figures"][label]
+            if shown is None:
+                problems.append(f"{page}: figure {label} is missing (no element #{make_id(label)})")
+            elif not any(width > 0 for _, _, width in shown):
+                problems.append(f"{page}: figure {label} has no loaded image: {shown}")
+    assert not problems, "\n".join(problems)
+
+
+def test_pages_read_like_a_paper(visits):
     """No page shows a regression-check cell (its raw dump is for nbval, not the reader), no table
     is wider than its column at a laptop's window size, table headers are words (no snake_case
     identifier), and chapters show no code unfolded, except the how-to pages whose code is their
     content (pipeline.CODE_IS_CONTENT)."""
     problems = []
-    for page in _pages(built_book):
-        browser.get(f"{server}/{page}")
-        _console_errors(browser, server)  # waits until the page is complete
-        if CHECK_MARK in browser.execute_script("return document.body.innerHTML"):
+    for page, seen in visits.items():
+        if seen["check_mark"]:
             problems.append(f"{page}: shows {CHECK_MARK}")
-        for label, width, box, right, article_right in browser.execute_script(TABLES_JS):
+        for label, width, box, right, article_right in seen["tables"]:
             if width > box + 1 or right > article_right + 1:
                 problems.append(f"{page}: table {label!r} is {width:.0f}px wide in a {box:.0f}px "
                                 f"column (right edge {right:.0f}, article's {article_right:.0f})")
-        snake = [h for h in browser.execute_script(HEADERS_JS) if re.search(r"[a-z]_[a-z]", h)]
+        snake = [h for h in seen["headers"] if re.search(r"[a-z]_[a-z]", h)]
         if snake:
             problems.append(f"{page}: table headers not in words: {snake}")
-        if Path(page).stem not in CODE_IS_CONTENT:
-            shown = browser.execute_script(SHOWN_CODE_JS)
-            if shown:
-                problems.append(f"{page}: {len(shown)} code cell(s) shown unfolded, e.g. {shown[0]!r}")
+        if Path(page).stem not in CODE_IS_CONTENT and seen["shown_code"]:
+            problems.append(f"{page}: {len(seen['shown_code'])} code cell(s) shown unfolded, "
+                            f"e.g. {seen['shown_code'][0]!r}")
     assert not problems, "\n".join(problems)
 
 

@@ -7,7 +7,8 @@ from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
 from vitphase_lib.io import sha256_file
-from vitphase_lib.loading import UnknownModelError, load_model, load_timm_model
+from vitphase_lib.loading import (UnknownModelError, load_model, load_timm_model, meta_model,
+                                  weights_fingerprint)
 from vitphase_lib.models import UnsupportedModelError
 from vitphase_lib.zoo import CheckpointError
 
@@ -221,3 +222,26 @@ def test_resolve_model_checks_names_and_architectures_without_weights(tmp_path):
         resolve_model("tiny-x")
     with pytest.raises(CheckpointError, match="does not exist"):
         resolve_model("tiny-s", checkpoint=tmp_path / "missing.safetensors")
+
+
+def test_the_fingerprint_without_loading_is_the_loaded_one(tmp_path, random_small):
+    """A cache look-up asks for the fingerprint alone: it must be the one loading gives."""
+    path = tmp_path / "mine.safetensors"
+    random_zoo_checkpoint(path)
+    save_file(random_small.model.state_dict(), str(tmp_path / "small.safetensors"))
+    cases = [("tiny-s", None, True), ("tiny-s-hub-forced", None, True), ("tiny-s", path, True),
+             (NAME, None, False), (NAME, tmp_path / "small.safetensors", False)]
+    for name, checkpoint, pretrained in cases:
+        loaded = load_model(name, checkpoint=checkpoint, pretrained=pretrained)
+        assert weights_fingerprint(name, checkpoint, pretrained) == loaded.fingerprint, name
+    assert weights_fingerprint(NAME) == f"timm-{NAME}-pretrained"  # nothing downloaded to say so
+    with pytest.raises(UnknownModelError):
+        weights_fingerprint("vit_smal_patch16_224")
+
+
+@pytest.mark.parametrize("name", ["vit_small_patch16_224.augreg_in21k_ft_in1k", "vit_medium_patch16_gap_240",
+                                  "deit_tiny_distilled_patch16_224", "eva02_tiny_patch14_224.mim_in22k"])
+def test_a_meta_model_has_the_preprocessing_of_the_real_one(name):
+    from timm.data import resolve_model_data_config
+    real = load_timm_model(name, pretrained=False).model
+    assert resolve_model_data_config(meta_model(name)) == resolve_model_data_config(real)

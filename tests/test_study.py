@@ -87,6 +87,11 @@ def test_paper_profile_runs_on_an_image_folder_with_random_init_vits(tmp_path):
     assert tables["scrambling"].layer.tolist() == per_layer.layer.tolist()
     scaled = study.pe_scaling("vit_small_patch16_224")
     assert sorted(scaled["top1"].alpha) == list(study.pe_alphas)
+    # a chapter that reads these tables back from the cache never builds the model
+    again = Study.from_parameters(**study.describe(), refresh=False, progress=False)
+    assert again.analysis("vit_small_patch16_224")["per_layer"].equals(per_layer)
+    again.pe_scaling("vit_small_patch16_224")
+    assert not again._models
 
 
 def test_dataset_and_model_kinds_must_match(tmp_path):

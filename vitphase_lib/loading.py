@@ -153,8 +153,7 @@ def load_timm_model(name: str, checkpoint: str | Path | None = None,
             raise WeightsUnavailableError(offline_message(name)) from error
         raise
     check_vit(model)
-    fingerprint = (sha256_file(checkpoint) if checkpoint is not None
-                   else f"timm-{name}-pretrained" if pretrained else f"random-init-seed-{seed}")
+    fingerprint = _timm_fingerprint(name, checkpoint, pretrained, seed)
     source = (f"local checkpoint {checkpoint}" if checkpoint is not None
               else "timm pretrained weights" if pretrained else f"random initialisation (seed {seed})")
     return LoadedModel(name, model.eval(), fingerprint, source, "timm")
@@ -211,6 +210,28 @@ def checkpoint_file(checkpoint: str | Path, name: str, kind: str) -> Path:
     return path
 
 
+def _timm_fingerprint(name: str, checkpoint: Path | None, pretrained: bool, seed: int = 0) -> str:
+    return (sha256_file(checkpoint) if checkpoint is not None
+            else f"timm-{name}-pretrained" if pretrained else f"random-init-seed-{seed}")
+
+
+def weights_fingerprint(name: str, checkpoint: str | Path | None = None, pretrained: bool = True) -> str:
+    """The fingerprint :func:`load_model` gives the same arguments, without building the model or
+    reading its weights into memory (a checkpoint file is hashed): what a cache look-up needs.
+    Each chapter of a book asks for it, and a cache hit then never builds the model."""
+    _check_name_type(name)
+    if name not in ALL_MINI_CONFIGS:
+        check_timm_name(name)
+        path = None if checkpoint is None else weights_file(checkpoint, name)
+        return _timm_fingerprint(name, path, pretrained or path is not None)
+    if checkpoint is not None:
+        return sha256_file(checkpoint_file(checkpoint, name, "zoo"))
+    shipped = shipped_manifest(shipped_dir(name))["models"].get(name)
+    if shipped is not None:
+        return _pick_snapshot(shipped["snapshots"], "final", name)["sha256"]
+    return load_zoo_model(name).fingerprint  # a local training run: its newest checkpoint
+
+
 def resolve_model(name: str, checkpoint: str | Path | None = None) -> str:
     """Check a model name and its checkpoint entry without loading any weights: what a run checks
     for every model before its first forward pass.
@@ -256,6 +277,19 @@ def check_timm_name(name: str) -> None:
         raise UnknownModelError(f"unknown model {name!r}: timm has no pretrained tag {tag!r} for "
                                 f"{architecture}. " + (f"Closest: {', '.join(close)}." if close else
                                                        f"Its tags: {', '.join(tags) or 'none'}."))
+
+
+def model_kind(name: str) -> str:
+    """``'zoo'`` or ``'timm'``, from the name alone."""
+    return "zoo" if name in ALL_MINI_CONFIGS else "timm"
+
+
+def meta_model(name: str) -> torch.nn.Module:
+    """A timm model built on the meta device (no memory, no weights): its architecture and its
+    tag's ``pretrained_cfg`` (input size, crop, normalisation)."""
+    import timm
+    with torch.device("meta"):
+        return timm.create_model(name, pretrained=False)
 
 
 def _check_traceable(name: str) -> None:

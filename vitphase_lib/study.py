@@ -18,7 +18,8 @@ from torch.utils.data import Dataset
 from .analysis import PassConfig, full_analysis_tables, geometry_tables, pe_scaling_tables
 from .data import analysis_splits, load_fashion_mnist
 from .errors import ParameterError, ProfileNotFoundError
-from .loading import LoadedModel, load_model, resolve_model
+from .loading import (LoadedModel, load_model, meta_model, model_kind, resolve_model,
+                      weights_fingerprint)
 from .metrics.base import check_max_images
 from .metrics.scrambling import ISI_THRESHOLDS
 from .results import cached_tables, scratch_folder
@@ -189,7 +190,8 @@ class Study:
             from .imagefolder import check_folder_exists
             check_folder_exists(self.dataset)
         for name in self.models:
-            self.evaluation_set(name)  # loads the model, then its data
+            self.model(name)  # its weights
+            self.evaluation_set(name)  # then its data
         try:
             self.splits
         except (TypeError, ValueError) as error:  # e.g. more images asked for than the data holds
@@ -230,6 +232,12 @@ class Study:
                                             pretrained=self.pretrained)
         return self._models[name]
 
+    def fingerprint(self, name: str) -> str:
+        """What identifies a model's weights in the cache, without loading it unless it is loaded."""
+        if name in self._models:
+            return self._models[name].fingerprint
+        return weights_fingerprint(name, checkpoint=self.checkpoints.get(name), pretrained=self.pretrained)
+
     @cached_property
     def _models(self) -> dict[str, LoadedModel]:
         return {}
@@ -245,13 +253,15 @@ class Study:
     def evaluation_set(self, model_name: str):
         """The whole evaluation set, preprocessed for ``model_name``: the Fashion-MNIST test set,
         or an ImageNet-style folder with the model's own timm preprocessing."""
-        loaded = self.model(model_name)
-        self._check_data_fits(model_name, loaded.kind)
+        self._check_data_fits(model_name, model_kind(model_name))
         if self.dataset == "fashion-mnist":
             return self._fashion_test
         if model_name not in self._folder_sets:
             from .imagefolder import load_image_folder
-            self._folder_sets[model_name] = load_image_folder(self.dataset, loaded.model)
+            # the preprocessing is the tag's: a model on the meta device has it without its weights
+            loaded = self._models.get(model_name)
+            self._folder_sets[model_name] = load_image_folder(
+                self.dataset, loaded.model if loaded else meta_model(model_name))
         return self._folder_sets[model_name]
 
     @cached_property
@@ -269,7 +279,7 @@ class Study:
                 "n_images": self.n_images, "seed": self.seed}
 
     def _key(self, model_name: str, **extra) -> dict:
-        return {"model": model_name, "weights": self.model(model_name).fingerprint,
+        return {"model": model_name, "weights": self.fingerprint(model_name),
                 "data": self.data_key(model_name), "dtype": self.dtype, **extra}
 
     # ------------------------------------------------------------------ analyses
@@ -277,12 +287,11 @@ class Study:
         """The streaming sweeps of a model over the analysis images (token geometry,
         top-1, attention graph, Neural Collapse), plus the NC4 pass over the probe-score images.
         Tables: ``per_layer``, ``summary``, ``attention``, ``collapse``, ``scrambling``, ``probes``."""
-        loaded = self.model(model_name)
-        images = self.evaluation_set(model_name)
-        labels = images.labels
-        num_classes = max(len(images.classes), int(labels.max()) + 1)
-        labels_match_head = loaded.kind == "zoo" or bool(getattr(images, "imagenet_order", False))
         def compute() -> dict[str, pd.DataFrame]:
+            loaded = self.model(model_name)
+            images = self.evaluation_set(model_name)
+            num_classes = max(len(images.classes), int(images.labels.max()) + 1)
+            labels_match_head = loaded.kind == "zoo" or bool(getattr(images, "imagenet_order", False))
             # probe features go to memory-mapped files, deleted once the probes are scored (or the
             # run stops: an error, Ctrl-C, SIGTERM; a later run removes those of a killed one)
             with scratch_folder() as features:
@@ -306,10 +315,9 @@ class Study:
 
 
     def pe_scaling(self, model_name: str) -> dict[str, pd.DataFrame]:
-        loaded = self.model(model_name)
         return cached_tables(
             "pe-scaling", self._key(model_name, alphas=list(self.pe_alphas)),
-            lambda: pe_scaling_tables(loaded.model, self.data(model_name), self.pe_alphas,
+            lambda: pe_scaling_tables(self.model(model_name).model, self.data(model_name), self.pe_alphas,
                                       self.pass_config),
             refresh=self.refresh)
 
@@ -326,10 +334,9 @@ class Study:
     def geometry(self, model_name: str) -> dict[str, pd.DataFrame]:
         """Token similarity per layer, top-1 and the PE Dominance Ratio over the analysis images:
         one pass, far cheaper than :meth:`analysis`. Tables: ``per_layer``, ``summary``."""
-        loaded = self.model(model_name)
         return cached_tables(
             "geometry", self._key(model_name),
-            lambda: geometry_tables(loaded.model, self.data(model_name), self.pass_config,
+            lambda: geometry_tables(self.model(model_name).model, self.data(model_name), self.pass_config,
                                     desc=model_name),
             refresh=self.refresh)
 
