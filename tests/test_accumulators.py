@@ -28,7 +28,8 @@ from vitphase_lib import metrics
 from vitphase_lib.capture import Sink, ViTLayout, trace
 from vitphase_lib.metrics import (ACCUMULATORS, Accumulator, AttentionGraph, AttentionHeads,
                                   CollapseMoments, DecoderFit, DecoderScore, FeatureCollector,
-                                  FiniteCheck, NearestClassCenter, TokenGeometry, TokenMoments, Top1)
+                                  FiniteCheck, NearestClassCenter, RawCKA, TokenGeometry, TokenMoments,
+                                  Top1)
 from vitphase_lib.metrics.collapse import collapse_table
 
 N_IMAGES, NUM_CLASSES = 12, 4
@@ -124,6 +125,7 @@ BUILDERS: dict[type, Callable[[Stream], Accumulator]] = {
     DecoderFit: lambda s: DecoderFit(s.layout, *_decoder_inputs(s)[:2]),
     DecoderScore: lambda s: DecoderScore(s.layout, *_decoder_inputs(s)),
     FeatureCollector: lambda s: FeatureCollector(s.layout, N_IMAGES),
+    RawCKA: lambda s: RawCKA(s.layout, max_images=6),
 }
 
 

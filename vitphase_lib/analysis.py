@@ -280,3 +280,75 @@ def _present(*accumulators) -> list[Accumulator]:
 
 def _subfolder(folder: str | None, name: str) -> str | None:
     return None if folder is None else f"{folder}/{name}"
+
+
+def retention_tables(model: torch.nn.Module, analysis_set: Dataset, fit_set: Dataset, score_set: Dataset,
+                     config: PassConfig, dims: Sequence[int] = (4, 8, 16, 32),
+                     ridges: Sequence[str | float] = ("cv", 1e-3, 1e-1, 10.0),
+                     pca_max_images: int | None = None, cka_max_images: int | None = None,
+                     desc: str = "retention") -> dict[str, pd.DataFrame]:
+    """What each layer keeps of the raw patch embeddings: linear CKA with them (table ``cka``,
+    :class:`~vitphase_lib.metrics.retention.RawCKA`) and InfoX / ISI under every decoder budget
+    (table ``isi_budget``), in three streaming sweeps however many budgets:
+
+    1. ``analysis_set``: RawCKA and the token moments, whose top-k components give the decoders'
+       inputs and targets for every k of ``dims`` (each capped at the width, duplicates dropped);
+    2. ``fit_set``: the decoders' normal equations, one :class:`DecoderFit` per k;
+    3. ``score_set``: held-out InfoX, one :class:`DecoderScore` per (k, ridge).
+
+    ``ridges``: ``"cv"``, the 2-fold cross-validated choice of :func:`full_analysis_tables` (whose
+    ``scrambling`` table is the rows k = ``infox_dims``, ``"cv"``), or a fixed ridge per sample
+    for both decoders, the all decoder shrunk towards the self decoder of that ridge (a huge
+    ridge returns the self decoder: ISI -> 0). A fixed ridge per sample does not shrink the two
+    alike: the all decoder's inputs, N tokens that share much of the image, have directions of
+    up to about N times a token's variance, which the ridge barely shrinks, and each of the self
+    decoder's per-position intercepts sees 1/N of its samples. So at moderate fixed ridges even
+    ``raw``, which scrambles nothing, gets ISI > 0: its row is the control. Every k's normal
+    equations are held at once.
+
+    Tables: ``cka`` (layer, depth, cka, cka_positional, tokens) and ``isi_budget`` (infox_dims,
+    ridge, then the scrambling table's layer, depth, infox_self, infox_all, isi, ridge_self,
+    ridge_all), a row per layer and budget.
+    """
+    from .metrics.retention import RawCKA, fixed_ridge_decoders
+    from .metrics.scrambling import DecoderFit, DecoderScore, TokenMoments
+
+    layout = vit_layout(model)
+    ks, ridges = _budgets(dims, ridges, layout.width)
+    moments, cka = TokenMoments(layout, pca_max_images), RawCKA(layout, cka_max_images)
+    run_pass(model, analysis_set, [moments, cka], config, desc=desc)
+    projections = {k: ({layer: moments.projection(layer, k) for layer in layout.layer_names},
+                       moments.projection("raw", k, standardize=True, whiten=False)) for k in ks}
+    del moments
+    fits = {k: DecoderFit(layout, *projections[k]) for k in ks}
+    run_pass(model, fit_set, list(fits.values()), config, attention=False, desc=f"{desc} (fit)")
+    scores = {}
+    for k in ks:
+        fit = fits.pop(k)
+        decoders = fixed_ridge_decoders(fit, [ridge for ridge in ridges if ridge != "cv"])
+        if "cv" in ridges:  # last: it frees the normal equations
+            decoders["cv"] = fit.decoders(release=True), fit.ridges
+        del fit
+        scores.update({(k, ridge): DecoderScore(layout, *projections[k], *decoders[ridge]) for ridge in ridges})
+    run_pass(model, score_set, list(scores.values()), config, attention=False, desc=f"{desc} (score)")
+    budget = pd.concat([score.result().assign(infox_dims=k, ridge=ridge) for (k, ridge), score in scores.items()],
+                       ignore_index=True)
+    first = ["infox_dims", "ridge"]
+    return {"cka": cka.result(), "isi_budget": budget[first + [c for c in budget.columns if c not in first]]}
+
+
+def _budgets(dims: Sequence[int], ridges: Sequence[str | float], width: int
+             ) -> tuple[list[int], list[str | float]]:
+    """The decoder budgets, checked: dims capped at ``width`` and ridges ("cv" or a positive
+    number), each without duplicates, in the order given."""
+    for k in dims:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise TypeError(f"dims must be positive ints, got {k!r}")
+    for ridge in ridges:
+        if ridge != "cv" and (isinstance(ridge, (bool, str)) or not isinstance(ridge, (int, float))
+                              or not ridge > 0):
+            raise ValueError(f"ridges must be 'cv' or positive numbers, got {ridge!r}")
+    if not dims or not ridges:
+        raise ValueError("retention_tables needs at least one dim and one ridge")
+    return (list(dict.fromkeys(min(k, width) for k in dims)),
+            list(dict.fromkeys(r if r == "cv" else float(r) for r in ridges)))

@@ -9,6 +9,7 @@ from .collapse import CollapseMoments, NearestClassCenter
 from .geometry import TokenGeometry, pairwise_cosine_mean, pe_dominance_ratio
 from .phases import PhaseSegmentation, phase_table, segment_phases
 from .probes import FeatureCollector
+from .retention import RawCKA
 from .scrambling import DecoderFit, DecoderScore, TokenMoments
 from .task import FiniteCheck, Top1
 
@@ -18,6 +19,7 @@ ACCUMULATORS: tuple[type[Accumulator], ...] = (
     CollapseMoments, NearestClassCenter,              # Neural Collapse (NC4: a second pass)
     TokenMoments, DecoderFit, DecoderScore,           # information scrambling (three passes)
     FeatureCollector,                                 # linear probes
+    RawCKA,                                           # retention of the raw embeddings
 )
 
 __all__ = [
@@ -25,5 +27,5 @@ __all__ = [
     "pairwise_cosine_mean", "pe_dominance_ratio", "PhaseSegmentation", "phase_table",
     "segment_phases", "FiniteCheck", "Top1", "AttentionGraph", "AttentionHeads",
     "CollapseMoments", "NearestClassCenter", "TokenMoments", "DecoderFit", "DecoderScore",
-    "FeatureCollector",
+    "FeatureCollector", "RawCKA",
 ]
