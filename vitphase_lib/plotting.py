@@ -102,6 +102,23 @@ COLUMN_LABELS = {
     # summary (T11)
     "claim": "Claim", "paper says": "Paper says", "this build measured": "This build measured",
     "holds here?": "Holds here?", "why": "Why",
+    # beyond the paper (T12-T21, C6)
+    "climb": "Climb", "climb_rise": "Climb rise", "readout": "Readout",
+    "ccc_late_x_uniform": "CLS centrality, last third (× uniform)",
+    "ccc_last_x_uniform": "CLS centrality, last block (× uniform)", "aci_late": "ACI, last third",
+    "pe": "PE", "pe_scale": "Sin-cos scale", "cliff": "Cliff",
+    "hub_marginalized": "Hub marginalized (fraction)", "isi_final_regime": "Final ISI regime (fraction)",
+    "final_isi_regime": "Final ISI regime", "predictor": "Predictor", "models": "Models",
+    "rho": "Spearman ρ", "rho_low": "ρ, 5%", "rho_high": "ρ, 95%",
+    "gain_low": "Gain in abs. ρ over top-1, 5%", "gain_high": "Gain in abs. ρ over top-1, 95%",
+    "quantity": "Quantity", "spread": "Seed spread", "relative_spread": "Spread / mean magnitude",
+    "infox_dims": "Principal components", "ridge": "Ridge", "isi_raw": "ISI of the raw layer", "layers": "Layers",
+    "rho(infox_self, cka)": "ρ(InfoX self, CKA)",
+    "rho(infox_self, cka_positional)": "ρ(InfoX self, CKA without position means)",
+    "rho(infox_all, cka)": "ρ(InfoX all, CKA)",
+    "rho(infox_all, cka_positional)": "ρ(InfoX all, CKA without position means)",
+    "question": "Question", "experiment": "Experiment", "what this build found": "What this build found",
+    "evidence": "Evidence", "verdict": "Verdict",
 }
 SNAKE_CASE = re.compile(r"[a-z]+(?:_[a-z]+)+")  # no digits: timm model names stay as they are
 
@@ -221,3 +238,46 @@ def analysis_figures(tables: dict[str, pd.DataFrame], model: str) -> dict:
         fig.tight_layout()
         figures["tradeoff"] = fig
     return figures
+
+
+def against(frame: pd.DataFrame, x: str, columns: list[str], labels: dict | None = None,
+            error: dict | None = None, logy: tuple[str, ...] = (), xlabel: str | None = None,
+            hue: str | None = None, text: str | None = "model"):
+    """One small panel per column of ``frame`` against ``x``, points joined in ``x`` order (one
+    line per ``hue`` group), each point named by its ``text`` column where there is no hue.
+    ``error``: column -> the seed spread, drawn as error bars of +- half of it."""
+    labels, error = labels or {}, error or {}
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.1 * len(columns), 3.1), squeeze=False)
+    groups = [(None, frame)] if hue is None else list(frame.groupby(hue, sort=False))
+    for ax, column in zip(axes[0], columns):
+        for name, group in groups:
+            group = group.sort_values(x)
+            spread = error.get(column)
+            ax.errorbar(group[x], group[column], yerr=None if spread is None or pd.isna(spread) else spread / 2,
+                        marker="o", ms=4, lw=1, capsize=3, label=name)
+        ax.set_title(labels.get(column, column_label(column)), fontsize=9)
+        ax.set_xlabel(xlabel or column_label(x), fontsize=8)
+        ax.tick_params(labelsize=7)
+        if column in logy:
+            ax.set_yscale("log")
+    if hue is not None:
+        axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def lines_by_model(per_layer: pd.DataFrame, y: str, ylabel: str, models: list[str], ax=None,
+                   normalized: bool = False, styles: dict | None = None):
+    """One curve per model of a per-layer table against block (or normalized depth), in the
+    order of ``models``; ``styles``: model -> matplotlib keyword arguments (colour, dashes)."""
+    frame = with_depth_axes(per_layer[per_layer.model.isin(models)])
+    frame = frame[frame.layer != layers.HEAD]
+    ax = ax or plt.subplots(figsize=(5, 3.4))[1]
+    x = "normalized_depth" if normalized else "block"
+    for model in models:
+        curve = frame[frame.model == model].sort_values(x)
+        ax.plot(curve[x], curve[y], marker="o", ms=3, lw=1.2, label=model, **(styles or {}).get(model, {}))
+    ax.set_xlabel("normalized depth (block / L)" if normalized else "block (-1 = raw, 0 = + PE)")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    return ax

@@ -7,7 +7,7 @@ keyed by the model's weights, the data and the parameters, so chapters share one
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,16 @@ from .metrics.scrambling import ISI_THRESHOLDS
 from .results import cached_tables, scratch_folder
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+# the decoder budgets the ISI is re-measured under: a quarter, half and all of the study's principal
+# components (infox_dims; twice as many cost six times the solves), and the ridge ("cv": the
+# cross-validated one every other analysis uses, else fixed per sample; a fixed ridge shrinks the
+# all decoder less than the self decoder's intercepts, so from about 1 on it gives the raw layer,
+# which scrambles nothing, an ISI of its own)
+RETENTION_DIM_FRACTIONS = (0.25, 0.5, 1.0)
+RETENTION_RIDGES = ("cv", 1e-3, 1e-1)
+# what the variant zoo's analyses may set apart from the main study's (how many images, which caps)
+VARIANT_SETTINGS = ("n_images", "n_probe_fit", "n_probe_score", "batch_size", "aci_max_images",
+                    "pca_max_images", "per_head", "head_aci_max_images", "infox_dims", "probe_max_dim")
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,8 @@ class Study:
     pca_max_images: int | None = 512     # images whose tokens give the InfoX principal components (None: all)
     per_head: bool = False               # CLS centrality and ACI of every head too (Attention chapter)
     head_aci_max_images: int | None = 128  # images entering every head's ACI (None: all)
-    variants: tuple[str, ...] = ()       # variant zoo models (Models chapter's second table)
+    variants: tuple[str, ...] = ()       # variant zoo models (Models chapter's T1b, Beyond the paper)
+    variant_settings: dict = field(default_factory=dict)  # the variants' analyses: fewer images, caps
     infox_dims: int = 16                 # principal components of tokens / targets in the InfoX decoders
     probe_max_dim: int | None = None     # PCA the probe features to this width first (None: never)
     probe_jobs: int = 1                  # probes fitted at a time on the host (-1: one per core)
@@ -74,6 +85,7 @@ class Study:
         check_max_images("parameter 'pca_max_images'", self.pca_max_images)
         check_max_images("parameter 'head_aci_max_images'", self.head_aci_max_images)
         self._validate_variants()
+        self._validate_variant_settings()
         if self.probe_max_dim is not None and (not isinstance(self.probe_max_dim, int)
                                                or isinstance(self.probe_max_dim, bool)):
             raise TypeError(f"parameter 'probe_max_dim' must be an int or None, got {self.probe_max_dim!r}")
@@ -125,6 +137,15 @@ class Study:
                                  + (f"; did you mean {', '.join(close)}?" if close else
                                     f" ({', '.join(VARIANTS)})"))
         object.__setattr__(self, "variants", tuple(self.variants))
+
+    def _validate_variant_settings(self) -> None:
+        if not isinstance(self.variant_settings, dict):
+            raise TypeError("parameter 'variant_settings' must be a mapping of analysis parameters, "
+                            f"e.g. {{n_images: 500}}; got {self.variant_settings!r}")
+        unknown = sorted(set(self.variant_settings) - set(VARIANT_SETTINGS))
+        if unknown:
+            raise ValueError(f"parameter 'variant_settings': {unknown} cannot differ for the variants; "
+                             f"these can: {', '.join(VARIANT_SETTINGS)}")
 
     def _validate_checkpoints(self) -> None:
         """Every entry names a model of the study and a path: an entry that would be ignored is a
@@ -321,6 +342,25 @@ class Study:
                                       self.pass_config),
             refresh=self.refresh)
 
+    @property
+    def retention_dims(self) -> tuple[int, ...]:
+        return tuple(max(1, round(f * self.infox_dims)) for f in RETENTION_DIM_FRACTIONS)
+
+    def retention(self, model_name: str) -> dict[str, pd.DataFrame]:
+        """What a layer keeps of the raw patch embeddings, two ways: linear CKA with them
+        (``cka``), and the ISI under other decoder budgets (``isi_budget``: principal components
+        x ridge), on the analysis, probe-fit and probe-score images."""
+        from .analysis import retention_tables
+        return cached_tables(
+            "retention", self._key(model_name, pca_max_images=self.pca_max_images,
+                                   dims=list(self.retention_dims), ridges=[str(r) for r in RETENTION_RIDGES],
+                                   n_probe_fit=self.n_probe_fit, n_probe_score=self.n_probe_score),
+            lambda: retention_tables(self.model(model_name).model, self.data(model_name),
+                                     self.data(model_name, "probe_fit"), self.data(model_name, "probe_score"),
+                                     self.pass_config, dims=self.retention_dims, ridges=RETENTION_RIDGES,
+                                     pca_max_images=self.pca_max_images, desc=model_name),
+            refresh=self.refresh)
+
     def collect(self, analysis: str, table: str) -> pd.DataFrame:
         """One table of one analysis for every model, stacked with a ``model`` column."""
         frames = []
@@ -339,6 +379,20 @@ class Study:
             lambda: geometry_tables(self.model(model_name).model, self.data(model_name), self.pass_config,
                                     desc=model_name),
             refresh=self.refresh)
+
+    def variant_study(self) -> "Study":
+        """The study the "Beyond the paper" chapters analyse: every variant and, first, its base
+        model, with ``variant_settings`` applied (so a variant and its base are measured alike)."""
+        from .models import VARIANTS
+        bases = [VARIANTS[v].base for v in self.variants]
+        return replace(self, models=tuple(dict.fromkeys([*bases, *self.variants])), variants=(),
+                       variant_settings={}, checkpoints={}, **self.variant_settings)
+
+    def final_top1(self, name: str) -> float:
+        """A zoo model's test top-1 as its training recorded it (the Models chapter re-measures it
+        in the same build and checks the two agree)."""
+        from .zoo import training_record
+        return float(training_record(name)["snapshots"][-1]["test_top1"])
 
     def variant_inventory(self) -> pd.DataFrame:
         """T1b: the study's variants: base, change, parameters, test top-1 (re-measured; it must

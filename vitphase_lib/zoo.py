@@ -143,6 +143,25 @@ def training_record(name: str) -> dict:
     return {**_local_record(name), "origin": "local"}
 
 
+def monitor_log(name: str):
+    """The training-time monitor log of a zoo model (a table, see ``monitor.read_log``): the
+    shipped one (sha256-checked) or, for a model not shipped, its local training run's; None
+    when it trained without a monitor."""
+    from .monitor import read_log
+    folder = shipped_dir(name)
+    shipped = shipped_manifest(folder)["models"].get(name)
+    if shipped is not None:
+        entry = shipped.get("monitor_log")
+        if entry is None:
+            return None
+        path = folder / entry["file"]
+        if sha256_file(path) != entry["sha256"]:
+            raise CheckpointError(f"{path} does not match the sha256 of its manifest entry")
+        return read_log(path)
+    path = training_dir(name) / "monitor.csv"
+    return read_log(path) if path.is_file() else None
+
+
 def ship(names: list[str], target: Path | None = None) -> dict:
     """Copy finished training runs' snapshots into ``target`` (by default each model's
     :func:`shipped_dir`) and write the folder's ``manifest.json``; returns the models' entries."""

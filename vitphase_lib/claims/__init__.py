@@ -11,11 +11,12 @@ One module per concern:
 * one module per claim, with its check, its comparison table and the prose its chapter shows:
   :mod:`.c1_phases` (C1, C1b), :mod:`.c2_positional` (C2), :mod:`.c3_attention` (C3),
   :mod:`.c4_scrambling` (C4), :mod:`.c5_collapse_tradeoff` (C5a, C5b);
-* :mod:`.summary`: every check from a study's tables, and the Summary chapter's prose.
+* :mod:`.summary`: every check from a study's tables, and the Summary chapter's prose;
+* :mod:`.beyond`: the paper's open questions (C6), answered on the variant zoo.
 
 The names below are re-exported so that ``claims.check_phases(...)`` and the like work directly.
 """
-from . import c1_phases, c2_positional, c3_attention, c4_scrambling, c5_collapse_tradeoff, summary
+from . import beyond, c1_phases, c2_positional, c3_attention, c4_scrambling, c5_collapse_tradeoff, summary
 from .c1_phases import (CLIMB_MIN_RISE, check_depth_lengthens_plateau, check_phases, cliff_beside_paper,
                         describe_cliff_beside_paper, phase_blocks, phase_verdicts)
 from .c2_positional import (CLIFF_MEASURES, check_pe_drives_cliff, describe_stronger_pe, pe_scaling_table,
@@ -29,7 +30,7 @@ from .summary import all_checks
 from .verdict import ClaimCheck
 
 __all__ = [
-    "c1_phases", "c2_positional", "c3_attention", "c4_scrambling", "c5_collapse_tradeoff", "summary",
+    "beyond", "c1_phases", "c2_positional", "c3_attention", "c4_scrambling", "c5_collapse_tradeoff", "summary",
     "CLIMB_MIN_RISE", "check_depth_lengthens_plateau", "check_phases", "cliff_beside_paper",
     "describe_cliff_beside_paper", "phase_blocks", "phase_verdicts",
     "CLIFF_MEASURES", "check_pe_drives_cliff", "describe_stronger_pe", "pe_scaling_table",

@@ -1,0 +1,99 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (chap-hub)=
+# # The [CLS] hub, intervened
+#
+# C3 correlates better models with a marginalized [CLS] hub and names a late hub (CLS centrality
+# above 0.01 in the last blocks) as a failure signature that goes with worse NC2. Correlation is
+# not cause (the paper's fourth open question). Two variants intervene in the last third of the
+# base's blocks and are trained from scratch: in one, patches cannot attend to [CLS] there (the
+# hub is removed); in the other, every patch gives [CLS] at least five times the uniform share
+# (the hub is forced). {numref}`fig-f10` and {numref}`tab-t16` compare them with the base: does
+# removing the hub improve consensus, geometry or top-1, and does a forced hub degrade NC2?
+#
+# Only [CLS]'s own attention row reaches the head from the last block; the interventions change
+# the patches' rows. In the last block they therefore cannot change the readout or training, and
+# they act through the blocks before it: a variant that intervenes in the last block alone (the
+# tiny zoo's, at depth 3) trains to its base's weights, and its readout equals its base's.
+
+# %% tags=["parameters"]
+profile = "default"  # base parameter set: smoke, default or paper (profiles/<name>.yaml)
+overrides = {}  # any parameter of vitphase_lib.study.Study, e.g. {"variant_settings": {"n_images": 1000}}
+
+# %%
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+
+from vitphase_lib import plotting
+from vitphase_lib.claims import beyond
+from vitphase_lib.study import Study
+
+study = Study.from_notebook(profile, overrides)
+ctx = beyond.Context(study)
+models = beyond.headline.group_models(study.variants, ctx.variants, "hub") if ctx.has_variants else []
+table = beyond.hub.hub_table(ctx.headline, models) if models else None
+display(Markdown(ctx.describe()))
+
+# %% [markdown]
+# ## Centrality, consensus and geometry per block
+#
+# CLS centrality is shown in multiples of the uniform share $1/(P+N)$ (1 = [CLS] gets what every
+# token would get from uniform attention); the shaded blocks are the last third, where the
+# variants intervene. NC1 is that of the [CLS] feature at every block.
+
+# %% mystnb={"figure": {"caption": "The base, hub removed and hub forced: CLS centrality in multiples of the uniform share (left, log scale), Attention Consensus Index (middle) and NC1 of the [CLS] feature (right, log scale) per block; shaded: the last third of the blocks, where the variants intervene.", "name": "fig-f10"}}
+if table is not None:
+    attention = ctx.vstudy.collect("analysis", "attention")
+    collapse = ctx.vstudy.collect("analysis", "collapse")
+    collapse = collapse[(collapse.feature == "cls") & collapse.layer.str.isdigit()]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for model in models:
+        rows = attention[attention.model == model]
+        axes[0].plot(rows.block, rows.cls_centrality / rows.uniform_baseline, marker="o", ms=3, label=model)
+        axes[1].plot(rows.block, rows.aci, marker="o", ms=3, label=model)
+        nc = collapse[collapse.model == model]
+        axes[2].plot(nc.layer.astype(int), nc.nc1, marker="o", ms=3, label=model)
+    last = beyond.headline.late_blocks(int(attention.block.max()))
+    for ax, ylabel in zip(axes, ("CLS centrality (x uniform)", "ACI", "NC1 ([CLS])")):
+        ax.axvspan(last[0] - 0.5, last[-1] + 0.5, color="grey", alpha=0.15)
+        ax.set_xlabel("block")
+        ax.set_ylabel(ylabel)
+    axes[0].set_yscale("log")
+    axes[2].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    plt.show()
+
+# %%
+if table is not None:
+    display(plotting.myst_table(table, "The hub interventions beside the base: CLS centrality in the "
+                                "last third and at the last block (x uniform), ACI in the last third, "
+                                "final NC1 and NC2 of the readout feature, ISI peak and test top-1.",
+                                "tab-t16"))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(table.round(4).to_string(index=False) if table is not None else "no hub variants")
+
+# %% [markdown]
+# ## Answers
+
+# %%
+# NBVAL_CHECK_OUTPUT
+answers = beyond.hub.answers(ctx)
+for answer in answers:
+    print(f"{answer.question} {answer.verdict}: {answer.reason}")
+
+# %%
+display(Markdown("\n\n".join(f"{a.headline(study.profile)}\n\n{a.found}." for a in answers)))

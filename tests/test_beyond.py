@@ -1,0 +1,295 @@
+"""Beyond the paper (vitphase_lib.claims.beyond): every answer's rule on small hand-made tables,
+one case per verdict, and the variant study they run on."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vitphase_lib.claims import beyond
+from vitphase_lib.claims.beyond import depth, headline, hub, noise, pooling, positional, training
+from vitphase_lib.models import ALL_MINI_CONFIGS, VARIANTS
+from vitphase_lib.study import Study
+
+
+def spread(**values) -> pd.Series:
+    base = {column: np.nan for column in beyond.LABELS}
+    return pd.Series({**base, **values})
+
+
+# --------------------------------------------------------------------------- shared pieces
+@pytest.mark.parametrize("value, reference, width, better, expected", [
+    (85.0, 84.0, 0.5, True, "better"), (83.0, 84.0, 0.5, True, "worse"), (84.2, 84.0, 0.5, True, "within"),
+    (0.1, 0.2, 0.05, False, "better"), (0.3, 0.2, 0.05, None, "higher"), (1.0, 2.0, np.nan, True, "unknown"),
+])
+def test_compare_against_the_seed_spread(value, reference, width, better, expected):
+    assert headline.compare(value, reference, width, better) == expected
+
+
+def test_seed_spread_is_the_range_over_the_seed_models():
+    table = pd.DataFrame({"model": ["a", "b", "c", "d"], "top1": [80.0, 81.5, 80.5, 99.0],
+                          "nc2": [0.2, 0.1, 0.4, 9.0]})
+    width = headline.seed_spread(table, ["a", "b", "c"])
+    assert width.top1 == pytest.approx(1.5) and width.nc2 == pytest.approx(0.3)
+    assert headline.seed_spread(table, ["a"]).isna().all()  # one seed: no spread
+
+
+def test_group_models_puts_each_base_first():
+    names = ["tiny-s-avg", "tiny-b-avg", "tiny-s-d2"]
+    assert headline.group_models(names, VARIANTS, "pooling") == ["tiny-s", "tiny-s-avg", "tiny-b", "tiny-b-avg"]
+    assert headline.group_models(names, VARIANTS, "hub") == []
+    assert headline.seed_models(["tiny-s-seed1", "tiny-s-seed2", "tiny-s-d2"], VARIANTS) == [
+        "tiny-s", "tiny-s-seed1", "tiny-s-seed2"]
+
+
+def test_late_blocks_are_the_last_third():
+    assert headline.late_blocks(12) == [9, 10, 11, 12]
+    assert headline.late_blocks(2) == [2]
+
+
+# --------------------------------------------------------------------------- depth and MLP
+def depth_sweep(top1: list[float], trade: list[float] | None = None) -> pd.DataFrame:
+    blocks = [3, 6, 12, 24][:len(top1)]
+    return pd.DataFrame({"model": [f"m{b}" for b in blocks], "blocks": blocks, "top1": top1,
+                         "tradeoff_block": trade or [2, 4, 8, 16][:len(top1)]})
+
+
+@pytest.mark.parametrize("top1, width, answer", [
+    ([80.0, 84.0, 85.0, 83.0], 0.5, True),     # a peak at 12 blocks: 24 is worse beyond the spread
+    ([80.0, 84.0, 85.0, 85.2], 0.5, False),    # rising, then flat within the spread
+    ([84.0, 84.2, 84.1, 84.3], 0.5, None),     # everything within the spread
+    ([80.0, 84.0, 85.0, 83.0], np.nan, None),  # no seeds
+])
+def test_depth_hurts(top1, width, answer):
+    result = depth.check_depth_hurts(depth_sweep(top1), spread(top1=width), "F7")
+    assert result.answer is answer
+    assert result.verdict == beyond.VERDICTS[answer]
+
+
+def test_the_offset_fit_recovers_a_line():
+    fit = depth.offset_fit(depth_sweep([1, 2, 3, 4], trade=[2.5, 5.0, 10.0, 20.0]))
+    assert fit["slope"] == pytest.approx(17.5 / 21) and fit["models"] == 4
+    assert np.isnan(depth.offset_fit(depth_sweep([1.0]))["slope"])
+
+
+def mlp(top1: list[float], nc2: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"model": ["base", "half", "shared"], "parameters": [300, 200, 200],
+                         "top1": top1, "nc1": [1.0, 1.0, 1.0], "nc2": nc2})
+
+
+@pytest.mark.parametrize("top1, nc2, answer", [
+    ([85.0, 83.0, 85.0], [0.3, 0.3, 0.3], True),   # halved MLP loses top-1 beyond the spread
+    ([85.0, 85.0, 85.0], [0.3, 0.5, 0.3], True),   # halved MLP's geometry is worse
+    ([85.0, 85.2, 86.5], [0.3, 0.3, 0.2], False),  # no cost (sharing even gains)
+])
+def test_mlp_costs(top1, nc2, answer):
+    assert depth.check_mlp_costs(mlp(top1, nc2), spread(top1=0.5, nc1=0.1, nc2=0.05), "T13").answer is answer
+
+
+# --------------------------------------------------------------------------- pooling
+def pairs_table(climbs: list[bool], top1: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"model": ["s", "s-avg", "b", "b-avg"], "climb": climbs,
+                         "climb_rise": [0.01] * 4, "top1": top1})
+
+
+@pytest.mark.parametrize("climbs, answer", [([False, True, False, True], True), ([True, False, True, False], False),
+                                            ([False, True, False, False], None)])
+def test_climb_with_average_pooling(climbs, answer):
+    table = pairs_table(climbs, [80.0] * 4)
+    assert pooling.check_climb_with_pooling(table, [("s", "s-avg"), ("b", "b-avg")], "F8").answer is answer
+
+
+@pytest.mark.parametrize("top1, answer", [([85, 83, 86, 86], True), ([85, 85.2, 86, 85.9], False)])
+def test_pooling_top1(top1, answer):
+    table = pairs_table([True] * 4, [float(v) for v in top1])
+    assert pooling.check_pooling_top1(table, [("s", "s-avg"), ("b", "b-avg")], spread(top1=0.5), "F8").answer is answer
+
+
+# --------------------------------------------------------------------------- PE strength
+def pe_rows(top1: list[float], cliff: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"model": ["none", "weak", "matched", "strong", "base"],
+                         "pe": ["none", "sin-cos", "sin-cos", "sin-cos", "learned"],
+                         "pe_scale": [0, 0.08, 0.33, 1.33, np.nan], "pe_dominance_ratio": [0, .1, .3, 1.2, .3],
+                         "cliff_drop_pe": cliff, "top1": top1})
+
+
+@pytest.mark.parametrize("top1, cliff, answer", [
+    ([80, 81, 83, 84, 84], [0, .01, .02, .03, .02], True),    # larger Cliff, higher top-1
+    ([84, 84.2, 83.9, 84.1, 84], [0, .01, .02, .03, .02], False),  # no PE is as good as any
+    ([80, 84, 82, 80.2, 84], [0, .01, .02, .03, .02], None),  # PE helps, but the largest Cliff does not
+])
+def test_decorrelation_helps(top1, cliff, answer):
+    table = pe_rows([float(v) for v in top1], cliff)
+    assert positional.check_decorrelation_helps(table, spread(top1=0.5), "F9").answer is answer
+
+
+def test_pe_table_orders_by_strength_with_the_learned_pe_last():
+    names = ["tiny-s", "tiny-s-pe-strong", "tiny-s-pe-none", "tiny-s-pe-weak"]
+    rows = pd.DataFrame({"model": names, **{c: [0.0] * 4 for c in ("pe_dominance_ratio", "cliff_drop_pe",
+                                                                   "plateau_length", "top1")},
+                         "climb": [False] * 4})
+    table = positional.pe_table(rows, names, ALL_MINI_CONFIGS)
+    assert table.model.tolist() == ["tiny-s-pe-none", "tiny-s-pe-weak", "tiny-s-pe-strong", "tiny-s"]
+    assert table.pe.tolist() == ["none", "sin-cos", "sin-cos", "learned"]
+
+
+# --------------------------------------------------------------------------- the hub
+def hub_rows(aci: list[float], nc2: list[float], top1: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"model": ["tiny-s", "tiny-s-hub-removed", "tiny-s-hub-forced"], "aci_late": aci,
+                         "nc2": nc2, "top1": top1, "ccc_late_x_uniform": [0.5, 0.0, 6.0]})
+
+
+MODELS = ["tiny-s", "tiny-s-hub-removed", "tiny-s-hub-forced"]
+HUB_SPREAD = spread(aci_late=0.01, nc2=0.02, top1=0.5)
+
+
+@pytest.mark.parametrize("aci, nc2, top1, removed, forced", [
+    ([0.5, 0.6, 0.5], [0.3, 0.3, 0.4], [85, 85, 85], True, True),     # consensus up; forced NC2 worse
+    ([0.5, 0.4, 0.5], [0.3, 0.3, 0.2], [85, 85, 85], False, False),   # consensus down; forced NC2 better
+    ([0.5, 0.6, 0.5], [0.3, 0.4, 0.31], [85, 85, 85], None, None),    # mixed; within the spread
+])
+def test_hub_interventions(aci, nc2, top1, removed, forced):
+    table = hub_rows(aci, nc2, [float(v) for v in top1])
+    assert hub.check_hub_removed(table, MODELS, VARIANTS, HUB_SPREAD, "F10").answer is removed
+    assert hub.check_hub_forced(table, MODELS, VARIANTS, HUB_SPREAD, "F10").answer is forced
+
+
+# --------------------------------------------------------------------------- through training
+def monitor_log(blocks: int, climb_from: int, steps=(0, 10, 20, 40, 100)) -> pd.DataFrame:
+    """A log whose similarity curve has a Cliff and a Plateau throughout and a Climb from step
+    ``climb_from`` on; the last block's CLS centrality falls below uniform at step 20."""
+    rows = []
+    for step in steps:
+        curve = [0.3, 0.0] + [0.0] * blocks
+        if step >= climb_from:
+            curve[-1] = curve[-2] = 0.2
+            curve[-2] = 0.1
+        for i, value in enumerate(curve):
+            layer = ["raw", "pe"][i] if i < 2 else str(i - 1)
+            rows.append({"step": step, "layer": layer, "block": np.nan if i < 2 else i - 1,
+                         "metric": "centered_similarity", "value": value})
+        rows.append({"step": step, "layer": str(blocks), "block": blocks, "metric": "cls_centrality",
+                     "value": 0.05 if step < 20 else 0.001})
+        rows.append({"step": step, "layer": "model", "block": np.nan, "metric": "top1", "value": step / 2})
+        for b in range(1, blocks + 1):
+            rows.append({"step": step, "layer": str(b), "block": b, "metric": "isi", "value": 0.01})
+    frame = pd.DataFrame(rows)
+    frame["epoch"] = frame.step / 100
+    return frame
+
+
+def test_onsets_find_when_each_event_holds_for_good():
+    stacked = training.stack_logs({"m": monitor_log(9, climb_from=40)}, {"m": 100})
+    per_step = training.states(stacked, {"m": 1 / 50})
+    assert per_step.cliff.all() and per_step.plateau.all()
+    assert per_step.climb.tolist() == [False, False, False, True, True]
+    onset = training.onsets(per_step).iloc[0]
+    assert onset.cliff == 0 and onset.climb == pytest.approx(0.4) and onset.hub_marginalized == pytest.approx(0.2)
+    assert onset.final_isi_regime == "controlled consensus" and onset.isi_final_regime == 0
+
+
+def test_an_event_that_does_not_hold_at_the_end_has_no_onset():
+    assert np.isnan(training._settled_from(np.array([True, True, False]), np.array([0, 0.5, 1.0])))
+    assert training._settled_from(np.array([True, False, True]), np.array([0, 0.5, 1.0])) == 1.0
+
+
+def correlations(signal: list[float], validation: list[float]) -> pd.DataFrame:
+    models = [f"m{i}" for i in range(len(signal))]
+    early = pd.DataFrame({"model": models, "monitor_top1": validation, "ccc_last": signal,
+                          "isi_max": [0.01] * len(models)})
+    final = dict(zip(models, range(len(models))))
+    return training.rank_correlations(early, final)
+
+
+def test_a_perfect_early_signal_beats_a_noisy_validation_top1():
+    table = correlations(signal=[-i for i in range(12)], validation=[3, 1, 2, 0, 5, 4, 7, 6, 11, 8, 10, 9][::-1])
+    assert table.set_index("predictor").rho.iloc[1] == pytest.approx(-1.0)
+    assert training.check_early_signal(table, 0.1, "F12").answer is True
+
+
+def test_a_perfect_validation_top1_beats_weak_signals():
+    rng = np.random.default_rng(1)
+    table = correlations(signal=list(rng.permutation(12)), validation=list(range(12)))
+    table.loc[table.predictor == training.PREDICTORS["isi_max"], ["gain_low", "gain_high"]] = [-1.0, -0.5]
+    assert training.check_early_signal(table, 0.1, "F12").answer is False
+
+
+def test_too_few_models_cannot_answer():
+    assert training.check_early_signal(correlations([1, 2, 3], [1, 2, 3]), 0.1, "F12").answer is None
+
+
+# --------------------------------------------------------------------------- noise and definition
+def budget(isi_peaks: dict) -> pd.DataFrame:
+    rows = []
+    for (model, k, ridge), peak in isi_peaks.items():
+        for layer, isi in (("raw", 0.0), ("1", peak / 2), ("2", peak)):
+            rows.append({"model": model, "infox_dims": k, "ridge": ridge, "layer": layer, "isi": isi})
+    return pd.DataFrame(rows)
+
+
+def test_the_budget_check():
+    same = {("a", 4, "cv"): 0.006, ("a", 16, "cv"): 0.008, ("b", 4, "cv"): 0.010, ("b", 16, "cv"): 0.015}
+    assert noise.check_budget(noise.budget_summary(budget(same)), 0.001, "T20").answer is True
+    moved = {**same, ("a", 16, "cv"): 0.03}
+    assert noise.check_budget(noise.budget_summary(budget(moved)), 0.001, "T20").answer is False
+    swapped = {**same, ("a", 16, "cv"): 0.019}  # same regimes, a above b at 16 components
+    assert noise.check_budget(noise.budget_summary(budget(swapped)), 0.001, "T20").answer is None
+    assert (noise.budget_summary(budget(same)).isi_raw == 0).all()
+
+
+def test_the_proxy_check():
+    layers_ = ["raw", "pe", "1", "2", "3", "4"]
+    cka = pd.DataFrame({"model": "a", "layer": layers_, "cka": [1, .9, .8, .7, .6, .5],
+                        "cka_positional": [1, 1, .8, .6, .5, .4]})
+    scrambling = pd.DataFrame({"model": "a", "layer": layers_, "infox_self": [1, .95, .7, .6, .5, .45],
+                               "infox_all": [1, .95, .8, .7, .6, .5]})
+    agreement = noise.retention_agreement(cka, scrambling)
+    assert agreement[noise.KEY].iloc[0] == pytest.approx(1.0) and agreement.layers.iloc[0] == 5
+    assert noise.check_proxy(agreement, "T21").answer is True
+    scrambling["infox_self"] = [1, .45, .5, .6, .7, .95]
+    assert noise.check_proxy(noise.retention_agreement(cka, scrambling), "T21").answer is False
+
+
+# --------------------------------------------------------------------------- the variant study
+def test_the_variant_study_holds_the_bases_first_and_its_settings():
+    study = Study.from_profile("smoke", variants=["tiny-s-d2", "tiny-b-avg", "tiny-s-avg"],
+                               variant_settings={"n_images": 64, "per_head": False})
+    variant = study.variant_study()
+    assert variant.models == ("tiny-s", "tiny-b", "tiny-s-d2", "tiny-b-avg", "tiny-s-avg")
+    assert variant.n_images == 64 and not variant.per_head and variant.variants == ()
+    assert variant.n_probe_fit == study.n_probe_fit
+
+
+def test_variant_settings_name_only_what_may_differ():
+    with pytest.raises(ValueError, match="cannot differ for the variants"):
+        Study.from_profile("smoke", variant_settings={"dataset": "elsewhere"})
+    with pytest.raises(TypeError, match="variant_settings"):
+        Study.from_profile("smoke", variant_settings=[1])
+
+
+def test_without_variants_every_question_says_why():
+    answers = beyond.all_answers(Study.from_profile("smoke", variants=[]))
+    assert len(answers) == 10 and all(a.answer is None for a in answers)
+    assert all("no variant zoo" in a.reason for a in answers)
+    assert {a.verdict for a in answers} == {"inconclusive"}
+
+
+def test_rho_is_spearmans():
+    from scipy.stats import spearmanr
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=15), rng.normal(size=15)
+    x[3] = x[4]  # a tie
+    assert training._rho(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    assert np.isnan(training._rho(np.ones(5), y[:5]))
+
+
+def test_curves_too_short_to_segment_get_a_row_of_nan():
+    rows = []
+    for model, blocks in (("deep", 6), ("shallow", 2), ("deeper", 9)):
+        for i, layer in enumerate(["raw", "pe", *map(str, range(1, blocks + 1))]):
+            rows.append({"model": model, "layer": layer, "centered_similarity": 0.3 if i == 0 else 0.01 * i})
+    table = headline.phases_where_defined(pd.DataFrame(rows))
+    assert table.model.tolist() == ["deep", "shallow", "deeper"]
+    assert table.blocks.tolist() == [6, 2, 9]
+    assert table.loc[1].drop(["model", "blocks"]).isna().all()
+    assert table.loc[[0, 2], "cliff_drop_pe"].notna().all()

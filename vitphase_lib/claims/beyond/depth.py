@@ -1,0 +1,129 @@
+"""Does depth hurt? Top-1, final geometry, phases, ISI and the trade-off block against depth at
+fixed width, and the two MLP-capacity variants beside their base."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .answer import NO_VARIANTS, Answer, not_answerable
+from .headline import BETTER_HIGHER, LABELS, compare, group_models, in_words
+
+DEPTH_COLUMNS = ["model", "blocks", "top1", "nc1", "nc2", "nc3", "nc4", "plateau_length", "climb",
+                 "isi_min", "isi_max", "tradeoff_block", "tradeoff_depth"]
+
+
+def depth_models(variant_names, variants) -> list[str]:
+    """The depth variants among ``variant_names`` and their base, shallowest first."""
+    from ...models import ALL_MINI_CONFIGS
+    depth = [m for m in variant_names if variants[m].group == "depth"]
+    if not depth:
+        return []
+    return sorted([variants[depth[0]].base, *depth], key=lambda m: ALL_MINI_CONFIGS[m].depth)
+
+
+def depth_table(headline: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    """The depth sweep: one row per model, shallowest first."""
+    table = headline.set_index("model").loc[models].reset_index()
+    return table[DEPTH_COLUMNS].sort_values("blocks", ignore_index=True)
+
+
+def offset_fit(table: pd.DataFrame) -> dict:
+    """Least-squares line of the trade-off block against depth: how many blocks later the
+    trade-off comes per added block (the paper's ~10 blocks for 12 more is 0.83 per block)."""
+    known = table.dropna(subset=["tradeoff_block"])
+    if known.blocks.nunique() < 2:
+        return {"slope": float("nan"), "intercept": float("nan"), "models": len(known)}
+    slope, intercept = np.polyfit(known.blocks.astype(float), known.tradeoff_block.astype(float), 1)
+    return {"slope": float(slope), "intercept": float(intercept), "models": len(known)}
+
+
+QUESTION_DEPTH = "Does depth hurt at fixed width?"
+EXPERIMENT_DEPTH = "depth sweep at the base's width and recipe, retrained"
+
+
+def check_depth_hurts(table: pd.DataFrame, spread: pd.Series, evidence: str) -> Answer:
+    """Yes when some deeper model's top-1 is below a shallower one's by more than the seed spread
+    (top-1 is not monotonic in depth); no when no deeper model is worse beyond the spread and the
+    deepest is better than the shallowest beyond it; otherwise inconclusive."""
+    if len(table) < 2:
+        return not_answerable(QUESTION_DEPTH, EXPERIMENT_DEPTH, evidence, "the build has no depth sweep")
+    top1 = table.set_index("blocks").top1
+    fit = offset_fit(table)
+    found = ("top-1 by depth: " + ", ".join(f"{d} blocks {v:.2f}%" for d, v in top1.items())
+             + f"; seed spread {spread.top1:.2f} points. Trade-off block = {fit['intercept']:.1f} + "
+             f"{fit['slope']:.2f} x depth (the paper: about 0.83 more per added block)")
+    if pd.isna(spread.top1):
+        return Answer(QUESTION_DEPTH, EXPERIMENT_DEPTH, found, evidence, None,
+                      "no seed variants, so no spread to judge the differences against")
+    depths = list(top1.index)
+    drops = [(a, b, top1[a] - top1[b]) for i, a in enumerate(depths) for b in depths[i + 1:]
+             if top1[a] - top1[b] > spread.top1]
+    if drops:
+        a, b, drop = max(drops, key=lambda d: d[2])
+        best = int(top1.idxmax())
+        return Answer(QUESTION_DEPTH, EXPERIMENT_DEPTH, found, evidence, True,
+                      f"{b} blocks score {drop:.2f} points below {a} blocks, more than the seed spread "
+                      f"({spread.top1:.2f}); top-1 peaks at {best} blocks")
+    gain = top1[depths[-1]] - top1[depths[0]]
+    if gain > spread.top1:
+        return Answer(QUESTION_DEPTH, EXPERIMENT_DEPTH, found, evidence, False,
+                      f"no deeper model is worse beyond the seed spread ({spread.top1:.2f}), and "
+                      f"{depths[-1]} blocks gain {gain:.2f} points over {depths[0]}")
+    return Answer(QUESTION_DEPTH, EXPERIMENT_DEPTH, found, evidence, None,
+                  f"every difference in top-1 is within the seed spread ({spread.top1:.2f} points)")
+
+
+QUESTION_MLP = "Does less MLP capacity cost top-1 or geometry?"
+EXPERIMENT_MLP = "the base with its MLP hidden width halved, and with adjacent blocks sharing one MLP"
+MLP_MEASURES = ("top1", "nc1", "nc2")
+
+
+def mlp_table(headline: pd.DataFrame, base: str, variants: list[str], parameters: dict) -> pd.DataFrame:
+    """The base and its MLP variants: parameters, top-1 and final geometry."""
+    table = headline.set_index("model").loc[[base, *variants]].reset_index()
+    table.insert(1, "parameters", table.model.map(parameters))
+    return table[["model", "parameters", "top1", "nc1", "nc2", "nc3", "nc4", "isi_max", "tradeoff_block"]]
+
+
+def check_mlp_costs(table: pd.DataFrame, spread: pd.Series, evidence: str) -> Answer:
+    """Yes when a reduced-MLP model is worse than the base beyond the seed spread in top-1, NC1 or
+    NC2; no when neither is worse in any of them and at least one difference is measurable
+    against a spread; inconclusive without seeds."""
+    if len(table) < 2:
+        return not_answerable(QUESTION_MLP, EXPERIMENT_MLP, evidence, "the build has no MLP variants")
+    base = table.iloc[0]
+    verdicts, lines = {}, []
+    for row in table.iloc[1:].itertuples():
+        for measure in MLP_MEASURES:
+            verdicts[(row.model, measure)] = compare(getattr(row, measure), base[measure], spread[measure],
+                                                     BETTER_HIGHER[measure])
+        lines.append(f"{row.model} ({row.parameters / base.parameters:.0%} of the parameters): "
+                     + "; ".join(f"{LABELS[m]} {in_words(getattr(row, m), base[m], spread[m], 3 if m != 'top1' else 2)}"
+                                 for m in MLP_MEASURES))
+    found = ". ".join(lines)
+    worse = [f"{model} in {LABELS[measure]}" for (model, measure), v in verdicts.items() if v == "worse"]
+    if worse:
+        return Answer(QUESTION_MLP, EXPERIMENT_MLP, found, evidence, True,
+                      "worse than the base beyond the seed spread: " + ", ".join(worse))
+    if all(v == "unknown" for v in verdicts.values()):
+        return Answer(QUESTION_MLP, EXPERIMENT_MLP, found, evidence, None, "no seed spread to judge against")
+    better = [f"{model} in {LABELS[measure]}" for (model, measure), v in verdicts.items() if v == "better"]
+    return Answer(QUESTION_MLP, EXPERIMENT_MLP, found, evidence, False,
+                  "neither reduction is worse than the base beyond the seed spread"
+                  + (f"; better beyond it: {', '.join(better)}" if better else ""))
+
+
+EVIDENCE_DEPTH, EVIDENCE_MLP = "F7, T12", "T13"
+
+
+def answers(ctx) -> list[Answer]:
+    """The depth and MLP-capacity answers of a :class:`~.context.Context`."""
+    if not ctx.has_variants:
+        return [not_answerable(QUESTION_DEPTH, EXPERIMENT_DEPTH, EVIDENCE_DEPTH, NO_VARIANTS),
+                not_answerable(QUESTION_MLP, EXPERIMENT_MLP, EVIDENCE_MLP, NO_VARIANTS)]
+    models = depth_models(ctx.study.variants, ctx.variants)
+    depth = check_depth_hurts(depth_table(ctx.headline, models) if models else pd.DataFrame(),
+                              ctx.spread, EVIDENCE_DEPTH)
+    mlp = group_models(ctx.study.variants, ctx.variants, "mlp")
+    table = mlp_table(ctx.headline, mlp[0], mlp[1:], ctx.parameters()) if mlp else pd.DataFrame()
+    return [depth, check_mlp_costs(table, ctx.spread, EVIDENCE_MLP)]

@@ -1,0 +1,73 @@
+"""Positional-encoding strength, retrained: Cliff, PE Dominance Ratio, Plateau and top-1 from no
+position embedding to a strong fixed one (C2's causal half, which scaling the PE of a trained
+model at evaluation time cannot test)."""
+from __future__ import annotations
+
+import pandas as pd
+from scipy.stats import spearmanr
+
+from .answer import NO_VARIANTS, Answer, not_answerable
+from .headline import group_models
+
+PE_COLUMNS = ["model", "pe", "pe_scale", "pe_dominance_ratio", "cliff_drop_pe", "plateau_length",
+              "climb", "top1"]
+
+
+def pe_table(headline: pd.DataFrame, models: list[str], configs: dict) -> pd.DataFrame:
+    """The PE-strength models, weakest first, the base's learned PE last."""
+    table = headline.set_index("model").loc[models].reset_index()
+    table["pe"] = table.model.map(lambda m: "learned" if configs[m].pos_embed == "learned" else
+                                  "none" if configs[m].pe_scale == 0 else "sin-cos")
+    table["pe_scale"] = table.model.map(lambda m: float("nan") if configs[m].pos_embed == "learned"
+                                        else configs[m].pe_scale)
+    order = table.pe_scale.fillna(float("inf")).argsort(kind="stable")
+    return table.iloc[order][PE_COLUMNS].reset_index(drop=True)
+
+
+QUESTION = "Does early decorrelation help (a larger Cliff, a higher top-1)?"
+EXPERIMENT = "fixed sin-cos PE at four strengths, from none to strong, retrained"
+
+
+def check_decorrelation_helps(table: pd.DataFrame, spread: pd.Series, evidence: str) -> Answer:
+    """Over the fixed-PE models: yes when the model with the largest Cliff beats the one without
+    PE by more than the seed spread and top-1 rises with the Cliff (Spearman rho > 0); no when no
+    PE model beats the one without PE beyond the spread; otherwise inconclusive."""
+    fixed = table[table.pe != "learned"]
+    if len(fixed) < 2 or not (fixed.pe == "none").any():
+        return not_answerable(QUESTION, EXPERIMENT, evidence, "the build has no PE-strength sweep")
+    none = fixed[fixed.pe == "none"].iloc[0]
+    largest = fixed.loc[fixed.cliff_drop_pe.idxmax()]
+    rho = float(spearmanr(fixed.cliff_drop_pe, fixed.top1).statistic)
+    found = ("top-1 and Cliff by PE scale: "
+             + ", ".join(f"x{r.pe_scale:g} {r.top1:.2f}% (Cliff {r.cliff_drop_pe:+.4f}, PDR "
+                         f"{r.pe_dominance_ratio:.3f})" for r in fixed.itertuples())
+             + f"; Spearman rho(Cliff, top-1) = {rho:+.2f}; seed spread {spread.top1:.2f} points")
+    if pd.isna(spread.top1):
+        return Answer(QUESTION, EXPERIMENT, found, evidence, None, "no seed spread to judge against")
+    gains = fixed.top1 - none.top1
+    if largest.top1 - none.top1 > spread.top1 and rho > 0:
+        return Answer(QUESTION, EXPERIMENT, found, evidence, True,
+                      f"the largest Cliff ({largest.model}) gains {largest.top1 - none.top1:.2f} points "
+                      f"over no PE, beyond the seed spread, and top-1 rises with the Cliff (rho {rho:+.2f})")
+    if not (gains > spread.top1).any():
+        return Answer(QUESTION, EXPERIMENT, found, evidence, False,
+                      "no PE strength beats the model without PE beyond the seed spread")
+    return Answer(QUESTION, EXPERIMENT, found, evidence, None,
+                  f"some PE beats none beyond the seed spread, but not in the order of the Cliff "
+                  f"(rho {rho:+.2f}, largest Cliff: {largest.model})")
+
+
+EVIDENCE = "F9, T15"
+
+
+def pe_models(ctx) -> list[str]:
+    """The PE-strength variants and their base."""
+    return group_models(ctx.study.variants, ctx.variants, "pe")
+
+
+def answers(ctx) -> list[Answer]:
+    if not ctx.has_variants:
+        return [not_answerable(QUESTION, EXPERIMENT, EVIDENCE, NO_VARIANTS)]
+    models = pe_models(ctx)
+    table = pe_table(ctx.headline, models, ctx.configs()) if models else pd.DataFrame(columns=PE_COLUMNS)
+    return [check_decorrelation_helps(table, ctx.spread, EVIDENCE)]
