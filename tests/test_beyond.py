@@ -184,8 +184,9 @@ def test_onsets_find_when_each_event_holds_for_good():
     assert per_step.cliff.all() and per_step.plateau.all()
     assert per_step.climb.tolist() == [False, False, False, True, True]
     onset = training.onsets(per_step).iloc[0]
-    assert onset.cliff == 0 and onset.climb == pytest.approx(0.4) and onset.hub_marginalized == pytest.approx(0.2)
-    assert onset.final_isi_regime == "controlled consensus" and onset.isi_final_regime == 0
+    assert onset.cliff_from == 0 and onset.climb_from == pytest.approx(0.4)
+    assert onset.hub_marginalized_from == pytest.approx(0.2)
+    assert onset.final_isi_regime == "controlled consensus" and onset.isi_final_regime_from == 0
 
 
 def test_an_event_that_does_not_hold_at_the_end_has_no_onset():

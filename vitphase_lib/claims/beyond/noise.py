@@ -53,9 +53,13 @@ def check_budget(summary: pd.DataFrame, seed_spread_isi_max: float, evidence: st
     found += f"; the seed spread of the ISI peak is {seed_spread_isi_max:.4f}"
     changed = [m for m, r in regimes.items() if len(r) > 1]
     if changed:
+        cv = summary[summary.ridge == "cv"]
+        with_cv = [m for m, r in cv.groupby("model", sort=False).regime_at_peak if r.nunique() > 1]
         return Answer(QUESTION_BUDGET, EXPERIMENT_BUDGET, found, evidence, False,
                       f"the regime of {', '.join(changed)} changes with the decoder budget (the budget "
-                      f"moves the ISI peak by up to {ranges.max():.4f})")
+                      f"moves the ISI peak by up to {ranges.max():.4f}); "
+                      + (f"with the cross-validated ridge alone, that of {', '.join(with_cv)}"
+                         if with_cv else "with the cross-validated ridge alone, no model's"))
     orders = {budget: tuple(frame.sort_values("isi_max").model)
               for budget, frame in summary.groupby(["infox_dims", "ridge"], sort=False)}
     if len(set(orders.values())) == 1:

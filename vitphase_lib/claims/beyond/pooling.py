@@ -40,10 +40,9 @@ def check_climb_with_pooling(table: pd.DataFrame, pairs, evidence: str) -> Answe
     pooled = [bool(climb[avg]) for _, avg in pairs]
     with_cls = [bool(climb[cls]) for cls, _ in pairs]
     if all(pooled):
-        where = ("where the [CLS] model has none" if not any(with_cls) else
-                 "as its [CLS] twin does" if all(with_cls) else "in each pair")
         return Answer(QUESTION_CLIMB, EXPERIMENT, found, evidence, True,
-                      f"every average-pooled model has a Climb, {where}")
+                      f"every average-pooled model has a Climb; {sum(with_cls)} of their {len(pairs)} "
+                      "[CLS] twins have one")
     if not any(pooled):
         return Answer(QUESTION_CLIMB, EXPERIMENT, found, evidence, False,
                       "no average-pooled model has a Climb"

@@ -57,9 +57,9 @@ def states(stacked: pd.DataFrame, uniform: Mapping[str, float],
 
 
 def onsets(per_step: pd.DataFrame) -> pd.DataFrame:
-    """Per model, the fraction of training from which each event holds at every later log (NaN:
-    it does not hold at the end). ``isi_final_regime``: from when the ISI peak stays in the regime
-    it ends in."""
+    """Per model, the fraction of training from which each event holds at every later log
+    (``<event>_from``; NaN: it does not hold at the end). ``isi_final_regime_from``: from when the
+    ISI peak stays in the regime it ends in (``final_isi_regime``)."""
     rows = []
     for model, frame in per_step.groupby("model", sort=False):
         frame = frame.sort_values("step")
@@ -68,7 +68,7 @@ def onsets(per_step: pd.DataFrame) -> pd.DataFrame:
         flags = {event: frame[event].astype(bool).to_numpy() for event in EVENTS if event != "isi_final_regime"}
         flags["isi_final_regime"] = (frame.isi_regime == final_regime).to_numpy()
         for event, held in flags.items():
-            row[event] = _settled_from(held, frame.fraction.to_numpy())
+            row[f"{event}_from"] = _settled_from(held, frame.fraction.to_numpy())
         row["final_isi_regime"] = final_regime
         rows.append(row)
     return pd.DataFrame(rows)
