@@ -139,7 +139,7 @@ def test_variants_must_include_plain_and_capture(spec):
 
 
 def test_profile_share_is_read_from_the_profile():
-    assert ProfileShare.read("default") == ProfileShare("default", 512, 512, 2000, True, 128)
+    assert ProfileShare.read("default") == ProfileShare("default", 512, 512, 2000, True, 32)
     paper = ProfileShare.read("paper")
     assert paper == ProfileShare("paper", 512, 512, 10000, False, 128)
     # smoke sets no cap: the Study defaults apply

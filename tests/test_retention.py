@@ -128,7 +128,7 @@ def test_cka_of_a_trained_tiny_model_is_in_the_unit_interval(tiny):
     run_pass(model, images, [cka], CONFIG)
     table = cka.result().set_index("layer")
     values = table[["cka", "cka_positional"]].to_numpy()
-    assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1 + 1e-12).all()
+    assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1 + 1e-9).all()
     assert table.loc["raw", "cka"] == pytest.approx(1.0, abs=1e-12)
     assert table.loc["pe", "cka_positional"] == pytest.approx(1.0, abs=1e-5)  # raw + the PE
     assert (table.tokens == 48 * 49).all()
