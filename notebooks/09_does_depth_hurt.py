@@ -53,7 +53,7 @@ display(Markdown(ctx.describe()))
 if table is not None:
     fig = plotting.against(table, "blocks", ["top1", "nc1", "nc2", "plateau_length", "tradeoff_block"],
                            labels=beyond.LABELS, error={"top1": ctx.spread.top1},
-                           logy=("nc1", "nc2"), xlabel="depth (blocks)")
+                           logy=("nc1",), xlabel="depth (blocks)")
     fit = beyond.depth.offset_fit(table)
     ax = fig.axes[4]
     base_row = table.iloc[(table.blocks - table.blocks.median()).abs().argmin()]

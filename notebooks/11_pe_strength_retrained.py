@@ -60,7 +60,8 @@ if table is not None:
         ax.errorbar(fixed.pe_dominance_ratio, fixed[column], yerr=None if pd.isna(spread) else spread / 2,
                     marker="o", lw=1, capsize=3)
         for row in table.itertuples():
-            ax.annotate(row.model.split("-")[-1], (row.pe_dominance_ratio, getattr(row, column)), fontsize=7)
+            label = "learned" if row.pe == "learned" else row.model.split("-")[-1]
+            ax.annotate(label, (row.pe_dominance_ratio, getattr(row, column)), fontsize=7)
         learned = table[table.pe == "learned"]
         ax.plot(learned.pe_dominance_ratio, learned[column], "ks")
         ax.set_xlabel("PE Dominance Ratio")

@@ -56,7 +56,8 @@ if onsets is not None:
     events = list(training.EVENTS)
     fig, ax = plt.subplots(figsize=(9, 0.3 * len(onsets) + 1.5))
     for i, event in enumerate(events):
-        ax.scatter(onsets[f"{event}_from"], range(len(onsets)), label=training.EVENTS[event], s=30,
+        rows = [r + (i - 2) * 0.13 for r in range(len(onsets))]  # events side by side, not on top
+        ax.scatter(onsets[f"{event}_from"], rows, label=training.EVENTS[event], s=24,
                    marker="os^vD"[i], zorder=3)
     ax.set_yticks(range(len(onsets)), onsets.model, fontsize=8)
     ax.set_xscale("symlog", linthresh=0.01)
