@@ -1,4 +1,5 @@
 """The vitphase command: argument errors and the zoo sub-commands that need no training."""
+import pandas as pd
 import pytest
 
 from vitphase_lib import zoo
@@ -96,7 +97,6 @@ def test_debug_shows_the_traceback(no_analysis):
 
 def test_analyse_uses_the_checkpoint_named_for_a_zoo_model(tmp_path, monkeypatch, capsys):
     """What `vitphase analyse` hands to the analysis is the file's model, not the shipped one."""
-    import pandas as pd
     from safetensors.torch import save_file
 
     from vitphase_lib.io import sha256_file
@@ -112,6 +112,27 @@ def test_analyse_uses_the_checkpoint_named_for_a_zoo_model(tmp_path, monkeypatch
         return {"summary": pd.DataFrame({"images": [1], "top1": [0.0]})}
     monkeypatch.setattr(Study, "analysis", analysis)
     monkeypatch.setattr(Study, "pe_scaling", lambda self, name: {})
-    assert main(["analyse", "--profile", "smoke", "--set", "models=[tiny-s]",
+    assert main(["analyse", "--profile", "smoke", "--set", "models=[tiny-s]", "--set", "variants=[]",
                  "--set", f"checkpoints={{tiny-s: {path}}}"]) == 0
     assert fingerprints == [sha256_file(path)]
+
+
+def test_analyse_also_caches_the_variant_study(monkeypatch, capsys):
+    """With variants, `vitphase analyse` computes what "Beyond the paper" reads: every variant and
+    base on the variant settings, and the retention tables of the seed and deepest models."""
+    from vitphase_lib.study import Study
+    calls = []
+
+    def analysis(self, name):
+        calls.append(("analysis", name, self.n_images))
+        return {"summary": pd.DataFrame({"images": [1], "top1": [0.0]})}
+    monkeypatch.setattr(Study, "analysis", analysis)
+    monkeypatch.setattr(Study, "pe_scaling", lambda self, name: {})
+    monkeypatch.setattr(Study, "retention", lambda self, name: calls.append(("retention", name, self.n_images)))
+    assert main(["analyse", "--profile", "smoke", "--set", "models=[tiny-s]",
+                 "--set", "variants=[tiny-s-d4, tiny-s-seed1, tiny-s-seed2]",
+                 "--set", "variant_settings={n_images: 64}"]) == 0
+    assert calls == [("analysis", "tiny-s", 256),
+                     *(("analysis", m, 64) for m in ("tiny-s", "tiny-s-d4", "tiny-s-seed1", "tiny-s-seed2")),
+                     *(("retention", m, 64) for m in ("tiny-s", "tiny-s-seed1", "tiny-s-seed2", "tiny-s-d4"))]
+    assert "the variant study: analysed 4 models (64 images each)" in capsys.readouterr().out

@@ -144,7 +144,7 @@ def test_torchrun_analyse_writes_the_cache_of_one_process(tmp_path, monkeypatch)
     # about the sharding, not the sizes
     args = ["analyse", "--profile", "smoke", "--set", "models=[tiny-s]", "--set", "pe_alphas=[0, 1]",
             "--set", "n_images=72", "--set", "n_probe_fit=96", "--set", "n_probe_score=72",
-            "--set", "batch_size=16"]
+            "--set", "batch_size=16", "--set", "variants=[]"]
     bin_dir = Path(sys.executable).parent
     single = subprocess.run([str(bin_dir / "vitphase"), *args], env=env, capture_output=True, text=True)
     assert single.returncode == 0, single.stderr[-3000:]

@@ -119,6 +119,16 @@ def _analyse(args: argparse.Namespace) -> int:
             if current.is_main:
                 print(f"{name}: analysed {int(summary.images.iloc[0])} images "
                       f"(top-1 {float(summary.top1.iloc[0]):.2f}%) on {current.size} process(es)")
+        if study.variants:  # the variant zoo's analyses, which "Beyond the paper" reads
+            from .claims.beyond import Context, noise
+            context = Context(study)
+            for name in context.vstudy.models:
+                context.vstudy.analysis(name)
+            for name in noise.noise_models(context):
+                context.vstudy.retention(name)
+            if current.is_main:
+                print(f"the variant study: analysed {len(context.vstudy.models)} models "
+                      f"({context.vstudy.n_images} images each) on {current.size} process(es)")
     finally:
         if current.size > 1:
             dist.destroy_process_group()

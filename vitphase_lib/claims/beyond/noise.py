@@ -112,8 +112,8 @@ EVIDENCE_BUDGET, EVIDENCE_PROXY = "T19, F13, T20", "F14, T21"
 
 
 def noise_models(ctx) -> list[str]:
-    """The models the definition checks run on: the seed models, then the deepest depth variant
-    (the model the paper's ISI failure signature would expect)."""
+    """The models the definition checks run on: the seed models, then the deepest model of the
+    depth sweep (where the paper's ISI failure signature would be expected)."""
     from .depth import depth_models
     depth = depth_models(ctx.study.variants, ctx.variants)
     return list(dict.fromkeys([*ctx.seeds, *depth[-1:]]))
