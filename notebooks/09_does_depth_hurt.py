@@ -37,7 +37,7 @@ from vitphase_lib.study import Study
 
 study = Study.from_notebook(profile, overrides)
 ctx = beyond.Context(study)
-models = beyond.depth.depth_models(study.variants, ctx.variants) if ctx.has_variants else []
+models = beyond.depth.depth_models(study.variants, ctx.registry) if ctx.has_variants else []
 table = beyond.depth.depth_table(ctx.headline, models) if models else None
 display(Markdown(ctx.describe()))
 
@@ -56,7 +56,7 @@ if table is not None:
                            logy=("nc1",), xlabel="depth (blocks)")
     fit = beyond.depth.offset_fit(table)
     ax = fig.axes[4]
-    base_row = table.iloc[(table.blocks - table.blocks.median()).abs().argmin()]
+    base_row = table.set_index("model").loc[ctx.registry[models[-1]].base]  # the line runs through the base
     xs = table.blocks.to_numpy(float)
     ax.plot(xs, base_row.tradeoff_block + 0.83 * (xs - base_row.blocks), "--", c="grey", lw=1)
     plt.show()
@@ -81,8 +81,8 @@ print(table[["model", "blocks", "top1", "nc2", "plateau_length", "isi_max", "tra
 # without costing top-1. {numref}`tab-t13` puts the two reductions of the base beside it.
 
 # %%
-mlp = beyond.headline.group_models(study.variants, ctx.variants, "mlp") if ctx.has_variants else []
-mlp_table = beyond.depth.mlp_table(ctx.headline, mlp[0], mlp[1:], ctx.parameters()) if mlp else None
+mlp = beyond.headline.group_models(study.variants, ctx.registry, "mlp") if ctx.has_variants else []
+mlp_table = beyond.depth.mlp_table(ctx.headline, mlp[0], mlp[1:], ctx.parameters(mlp)) if mlp else None
 if mlp_table is not None:
     display(plotting.myst_table(mlp_table, "The base and its two MLP reductions: parameters, test "
                                 "top-1, final NC1-NC4, ISI peak and trade-off block.", "tab-t13"))

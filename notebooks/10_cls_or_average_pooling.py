@@ -35,7 +35,7 @@ from vitphase_lib.study import Study
 
 study = Study.from_notebook(profile, overrides)
 ctx = beyond.Context(study)
-pairs = beyond.pooling.pooling_pairs(study.variants, ctx.variants) if ctx.has_variants else []
+pairs = beyond.pooling.pooling_pairs(study.variants, ctx.registry) if ctx.has_variants else []
 table = beyond.pooling.pooling_table(ctx.headline, pairs) if pairs else None
 display(Markdown(ctx.describe()))
 

@@ -17,8 +17,8 @@
 # C2 says the Cliff is driven by the positional encoding and that early decorrelation is useful.
 # Scaling the PE of a trained model ({ref}`chap-pe`) shows what the *trained* network does with a
 # stronger or weaker PE, not whether training with one helps. Here the learned PE is replaced by a
-# fixed 2-D sin-cos table the network cannot rescale, multiplied by a factor chosen to bracket the
-# base's own PE strength (none, a quarter, the same, four times), and each model is trained from
+# fixed 2-D sin-cos table the network cannot rescale, multiplied by a factor (none, and for mini-S
+# a quarter, the same and four times the norm of its learned PE), and each model is trained from
 # scratch. {numref}`fig-f9` and {numref}`tab-t15` give the Cliff, the PE Dominance Ratio, the
 # Plateau and top-1 against PE strength.
 
@@ -74,6 +74,10 @@ if table is not None:
     display(plotting.myst_table(table, "PE strength, retrained: the PE (none, sin-cos x scale, or the "
                                 "base's learned one), the PE Dominance Ratio measured, the Cliff, the "
                                 "Plateau length, whether there is a Climb, and test top-1.", "tab-t15"))
+
+# %%
+if table is not None:
+    display(Markdown(beyond.positional.describe_bracket(table)))
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -23,9 +23,9 @@
 # removing the hub improve consensus, geometry or top-1, and does a forced hub degrade NC2?
 #
 # Only [CLS]'s own attention row reaches the head from the last block; the interventions change
-# the patches' rows. In the last block they therefore cannot change the readout or training, and
-# they act through the blocks before it: a variant that intervenes in the last block alone (the
-# tiny zoo's, at depth 3) trains to its base's weights, and its readout equals its base's.
+# the patches' rows. In the last block they therefore cannot change the readout or training: they
+# act through the blocks before it, which is why they span the last third of the blocks and at
+# least two.
 
 # %% tags=["parameters"]
 profile = "default"  # base parameter set: smoke, default or paper (profiles/<name>.yaml)
@@ -41,7 +41,7 @@ from vitphase_lib.study import Study
 
 study = Study.from_notebook(profile, overrides)
 ctx = beyond.Context(study)
-models = beyond.headline.group_models(study.variants, ctx.variants, "hub") if ctx.has_variants else []
+models = beyond.headline.group_models(study.variants, ctx.registry, "hub") if ctx.has_variants else []
 table = beyond.hub.hub_table(ctx.headline, models) if models else None
 display(Markdown(ctx.describe()))
 
@@ -54,8 +54,8 @@ display(Markdown(ctx.describe()))
 
 # %% mystnb={"figure": {"caption": "The base, hub removed and hub forced: CLS centrality in multiples of the uniform share (left, log scale), Attention Consensus Index (middle) and NC1 of the [CLS] feature (right, log scale) per block; shaded: the last third of the blocks, where the variants intervene.", "name": "fig-f10"}}
 if table is not None:
-    attention = ctx.vstudy.collect("analysis", "attention")
-    collapse = ctx.vstudy.collect("analysis", "collapse")
+    attention = ctx.vstudy.collect("analysis", "attention").query("model in @models")
+    collapse = ctx.vstudy.collect("analysis", "collapse").query("model in @models")
     collapse = collapse[(collapse.feature == "cls") & collapse.layer.str.isdigit()]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for model in models:
@@ -64,7 +64,7 @@ if table is not None:
         axes[1].plot(rows.block, rows.aci, marker="o", ms=3, label=model)
         nc = collapse[collapse.model == model]
         axes[2].plot(nc.layer.astype(int), nc.nc1, marker="o", ms=3, label=model)
-    last = beyond.headline.late_blocks(int(attention.block.max()))
+    last = beyond.headline.late_blocks(ctx.configs()[models[0]].depth)  # the base's last third
     for ax, ylabel in zip(axes, ("CLS centrality (x uniform)", "ACI", "NC1 ([CLS])")):
         ax.axvspan(last[0] - 0.5, last[-1] + 0.5, color="grey", alpha=0.15)
         ax.set_xlabel("block")

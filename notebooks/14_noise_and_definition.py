@@ -33,7 +33,7 @@ overrides = {}  # any parameter of vitphase_lib.study.Study, e.g. {"variant_sett
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from vitphase_lib import plotting
+from vitphase_lib import claims, plotting
 from vitphase_lib.claims import beyond
 from vitphase_lib.claims.beyond import noise
 from vitphase_lib.study import Study
@@ -60,17 +60,16 @@ print(spread.round(4).to_string(index=False) if spread is not None else "no seed
 # %% [markdown]
 # ## The ISI under other decoder budgets
 #
-# The book's ISI uses decoders on the top 16 principal components of each layer's tokens (and of
-# the raw target), with a ridge chosen by cross-validation. Here the number of components runs
-# from 4 to 32 (capped at the width), and the ridge is either cross-validated or fixed at
-# $10^{-3}$, $10^{-1}$ or $10$ per sample. Each line of {numref}`fig-f13` is one budget; the band
-# is the paper's ViT-B range 0.004-0.009.
+# Each line of {numref}`fig-f13` is one decoder budget; the band is the paper's ViT-B range.
+
+# %%
+display(Markdown(noise.describe_budgets(ctx.vstudy) if models else "No variant study in this profile."))
 
 # %%
 budget = noise.retention(ctx, "isi_budget") if models else None
 summary = noise.budget_summary(budget, study.isi_thresholds) if budget is not None else None
 
-# %% mystnb={"figure": {"caption": "ISI per block under every decoder budget (colour: principal components; line style: ridge, solid = cross-validated), one panel per model; shaded: the paper's ViT-B band 0.004-0.009.", "name": "fig-f13"}}
+# %% mystnb={"figure": {"caption": "ISI per block under every decoder budget (colour: principal components; line style: ridge, solid = cross-validated), one panel per model; shaded: the paper's ViT-B band.", "name": "fig-f13"}}
 if budget is not None:
     blocks = budget[budget.layer.str.isdigit()].assign(block=lambda f: f.layer.astype(int))
     fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.4), sharey=True, squeeze=False)
@@ -81,7 +80,7 @@ if budget is not None:
         for (k, ridge), rows in blocks[blocks.model == model].groupby(["infox_dims", "ridge"], sort=False):
             ax.plot(rows.block, rows.isi, color=colours[k], ls=styles[str(ridge)], lw=1,
                     label=f"k={k}, ridge {ridge}")
-        ax.axhspan(0.004, 0.009, color="grey", alpha=0.15)
+        ax.axhspan(*claims.PAPER["isi_band_vit_b"], color="grey", alpha=0.15)
         ax.set_title(model, fontsize=9)
         ax.set_xlabel("block")
     axes[0][0].set_ylabel("ISI")

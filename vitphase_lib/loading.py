@@ -217,8 +217,9 @@ def _timm_fingerprint(name: str, checkpoint: Path | None, pretrained: bool, seed
 
 def weights_fingerprint(name: str, checkpoint: str | Path | None = None, pretrained: bool = True) -> str:
     """The fingerprint :func:`load_model` gives the same arguments, without building the model or
-    reading its weights into memory (a checkpoint file is hashed): what a cache look-up needs.
-    Each chapter of a book asks for it, and a cache hit then never builds the model."""
+    reading its weights into memory (a checkpoint file is hashed; a zoo model still training is
+    loaded, to find its newest checkpoint): what a cache look-up needs. Each chapter of a book
+    asks for it, and a cache hit then never builds the model."""
     _check_name_type(name)
     if name not in ALL_MINI_CONFIGS:
         check_timm_name(name)

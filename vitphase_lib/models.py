@@ -106,13 +106,20 @@ class Variant:
 PE_SCALES = {"none": 0.0, "weak": 0.08, "matched": 0.33, "strong": 1.33}
 
 
+def late_block_count(depth: int) -> int:
+    """How many of the last blocks the hub variants intervene in: a third of them, and at least
+    two (an intervention on the patches' attention in the last block alone cannot reach the
+    readout: only [CLS]'s own attention row does)."""
+    return min(depth, max(2, depth // 3))
+
+
 def _variants(base: MiniViTConfig, depths: tuple[int, ...], big: MiniViTConfig) -> list[Variant]:
     """The variant zoo of one scale: changes of ``base`` (and one of ``big``, for pooling)."""
     def variant(suffix: str, group: str, change: str, of: MiniViTConfig = base, recipe=(), **fields):
         name = f"{of.name}-{suffix}"
         return Variant(name, group, of.name, change, replace(of, name=name, **fields), tuple(recipe))
 
-    hub_blocks = max(1, base.depth // 3)  # the last third of the blocks
+    hub_blocks = late_block_count(base.depth)
     last = (f"block {base.depth}" if hub_blocks == 1 else
             f"blocks {base.depth - hub_blocks + 1}-{base.depth}")
     return [

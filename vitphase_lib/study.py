@@ -136,6 +136,10 @@ class Study:
                 raise ValueError(f"parameter 'variants': {name!r} is not a variant of the zoo"
                                  + (f"; did you mean {', '.join(close)}?" if close else
                                     f" ({', '.join(VARIANTS)})"))
+        scales = {"tiny" if VARIANTS[name].base.startswith("tiny") else "mini" for name in self.variants}
+        if len(scales) > 1:
+            raise ValueError("parameter 'variants' mixes the tiny and the mini variant zoo; their seed "
+                             "spreads do not compare: name variants of one of them")
         object.__setattr__(self, "variants", tuple(self.variants))
 
     def _validate_variant_settings(self) -> None:
@@ -384,6 +388,13 @@ class Study:
         """The study the "Beyond the paper" chapters analyse: every variant and, first, its base
         model, with ``variant_settings`` applied (so a variant and its base are measured alike)."""
         from .models import VARIANTS
+        from .zoo import total_steps, training_record
+        for name in self.variants:  # a run still training would be analysed at its last snapshot
+            record = training_record(name)
+            if record["origin"] == "local" and record["steps_done"] < total_steps(name):
+                raise ParameterError(f"variant {name} has trained {record['steps_done']} of "
+                                     f"{total_steps(name)} steps; finish it with `vitphase zoo train "
+                                     f"--model {name}` or leave it out of 'variants'")
         bases = [VARIANTS[v].base for v in self.variants]
         return replace(self, models=tuple(dict.fromkeys([*bases, *self.variants])), variants=(),
                        variant_settings={}, checkpoints={}, **self.variant_settings)
@@ -392,7 +403,7 @@ class Study:
         """A zoo model's test top-1 as its training recorded it (the Models chapter re-measures it
         in the same build and checks the two agree)."""
         from .zoo import training_record
-        return float(training_record(name)["snapshots"][-1]["test_top1"])
+        return float(max(training_record(name)["snapshots"], key=lambda s: s["step"])["test_top1"])
 
     def variant_inventory(self) -> pd.DataFrame:
         """T1b: the study's variants: base, change, parameters, test top-1 (re-measured; it must

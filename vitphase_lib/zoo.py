@@ -155,6 +155,8 @@ def monitor_log(name: str):
         if entry is None:
             return None
         path = folder / entry["file"]
+        if not path.is_file():
+            raise CheckpointError(f"{path}, the monitor log of {name} named in its manifest, is missing")
         if sha256_file(path) != entry["sha256"]:
             raise CheckpointError(f"{path} does not match the sha256 of its manifest entry")
         return read_log(path)

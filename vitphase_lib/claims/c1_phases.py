@@ -13,6 +13,8 @@ from .verdict import ClaimCheck
 # a Climb must rise by more than this share of the Cliff (S(raw) - S(pe)): tokens re-correlate
 # visibly, not by what the last block happens to move
 CLIMB_MIN_RISE = 0.1
+# a smaller fall of S at the PE layer is float rounding: what a model without position embedding shows
+CLIFF_MIN_DROP = 1e-6
 
 
 def phase_verdicts(phases: pd.DataFrame) -> pd.DataFrame:
@@ -20,7 +22,7 @@ def phase_verdicts(phases: pd.DataFrame) -> pd.DataFrame:
     ``cliff`` (S drops when PE is added), ``plateau`` (at least a third of the blocks, flatter over
     its length than the drop at block 1) and ``climb`` (rising by more than ``CLIMB_MIN_RISE`` of
     the Cliff, over at most max(5, L/3) blocks)."""
-    cliff = phases.cliff_drop_pe > 0
+    cliff = phases.cliff_drop_pe > CLIFF_MIN_DROP
     plateau = (phases.plateau_fraction >= 1 / 3) & (
         phases.plateau_slope.abs() * phases.plateau_length < phases.cliff_drop_block1.abs())
     climb = (phases.climb_slope > 0) & (phases.climb_rise > CLIMB_MIN_RISE * phases.cliff_drop_pe.abs()) & (

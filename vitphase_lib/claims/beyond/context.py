@@ -17,7 +17,8 @@ class Context:
     study: object  # vitphase_lib.study.Study
 
     @property
-    def variants(self) -> dict:
+    def registry(self) -> dict:
+        """Every variant of the zoo, by name (``models.VARIANTS``); the study's are ``study.variants``."""
         from ...models import VARIANTS
         return VARIANTS
 
@@ -35,7 +36,7 @@ class Context:
 
     @property
     def seeds(self) -> list[str]:
-        return seed_models(self.study.variants, self.variants)
+        return seed_models(self.study.variants, self.registry)
 
     @cached_property
     def spread(self) -> pd.Series:
@@ -45,20 +46,23 @@ class Context:
         from ...models import ALL_MINI_CONFIGS
         return ALL_MINI_CONFIGS
 
-    def parameters(self) -> dict[str, int]:
-        """Each analysed model's parameter count."""
-        from ...models import count_parameters
-        return {m: count_parameters(self.vstudy.model(m).model) for m in self.vstudy.models}
+    def parameters(self, models) -> dict[str, int]:
+        """The parameter count of each of ``models`` (built on the meta device: no weights read)."""
+        import torch
+
+        from ...models import ALL_MINI_CONFIGS, build_mini_vit, count_parameters
+        with torch.device("meta"):
+            return {m: count_parameters(build_mini_vit(ALL_MINI_CONFIGS[m])) for m in models}
 
     def describe(self) -> str:
         """What the chapter's numbers rest on: the variant study's models and images, or why the
         chapter has nothing to show in this profile."""
         if not self.has_variants:
-            return (f"The {self.study.profile} profile names no variant zoo (parameter `variants`), so "
-                    "this chapter has no experiment to run; the default and smoke profiles name one.")
+            return (f"The {self.study.profile} profile names no variants (parameter `variants`), so this "
+                    "chapter has no experiment to run here; the smoke profile names the tiny variant zoo.")
         v = self.vstudy
         return (f"This build ({v.profile} profile) analyses {len(v.models)} models: "
                 f"{', '.join(v.models)}, each on {v.n_images} analysis images, {v.n_probe_fit} probe-fit "
                 f"and {v.n_probe_score} probe-score images (the ACI on the first {v.aci_max_images}). "
-                f"Test top-1 is each model's as trained, on the full test set; the seed spread is the "
-                f"range over {', '.join(self.seeds) or 'no seed models'}.")
+                f"Test top-1 is each model's as recorded at the end of its training; the seed spread is "
+                f"the range over {', '.join(self.seeds) or 'no seed models'}.")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .answer import NO_VARIANTS, Answer, not_answerable
-from .headline import BETTER_HIGHER, LABELS, compare, group_models, in_words
+from .headline import BETTER_HIGHER, LABELS, compare, group_models, in_words, present
 
 DEPTH_COLUMNS = ["model", "blocks", "top1", "nc1", "nc2", "nc3", "nc4", "plateau_length", "climb",
                  "isi_min", "isi_max", "tradeoff_block", "tradeoff_depth"]
@@ -23,7 +23,7 @@ def depth_models(variant_names, variants) -> list[str]:
 
 def depth_table(headline: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     """The depth sweep: one row per model, shallowest first."""
-    table = headline.set_index("model").loc[models].reset_index()
+    table = headline.set_index("model").loc[present(headline, models)].reset_index()
     return table[DEPTH_COLUMNS].sort_values("blocks", ignore_index=True)
 
 
@@ -41,36 +41,40 @@ QUESTION_DEPTH = "Does depth hurt at fixed width?"
 EXPERIMENT_DEPTH = "depth sweep at the base's width and recipe, retrained"
 
 
-def check_depth_hurts(table: pd.DataFrame, spread: pd.Series, evidence: str) -> Answer:
-    """Yes when some deeper model's top-1 is below a shallower one's by more than the seed spread
-    (top-1 is not monotonic in depth); no when no deeper model is worse beyond the spread and the
-    deepest is better than the shallowest beyond it; otherwise inconclusive."""
-    if len(table) < 2:
+def check_depth_hurts(table: pd.DataFrame, base: str, spread: pd.Series, evidence: str) -> Answer:
+    """Each model deeper than the base against the base: yes when one is worse in top-1 by more
+    than the seed spread; no when none is and one is better by more than it; otherwise
+    inconclusive (every difference within the spread, or no spread)."""
+    if len(table) < 2 or base not in set(table.model):
         return not_answerable(QUESTION_DEPTH, EXPERIMENT_DEPTH, evidence, "the build has no depth sweep")
-    top1 = table.set_index("blocks").top1
+    top1 = table.set_index("model").top1
+    depth = table.set_index("model").blocks
     fit = offset_fit(table)
-    found = ("top-1 by depth: " + ", ".join(f"{d} blocks {v:.2f}%" for d, v in top1.items())
-             + f"; seed spread {spread.top1:.2f} points. Trade-off block = {fit['intercept']:.1f} + "
+    found = ("top-1 by depth: " + ", ".join(f"{d} block{'s' * (d != 1)} {v:.2f}%"
+                                             for d, v in zip(table.blocks, table.top1))
+             + f"; seed spread {_spread_text(spread.top1)}. Trade-off block = {fit['intercept']:.1f} + "
              f"{fit['slope']:.2f} x depth (the paper: about 0.83 more per added block)")
-    if pd.isna(spread.top1):
-        return Answer(QUESTION_DEPTH, EXPERIMENT_DEPTH, found, evidence, None,
-                      "no seed variants, so no spread to judge the differences against")
-    depths = list(top1.index)
-    drops = [(a, b, top1[a] - top1[b]) for i, a in enumerate(depths) for b in depths[i + 1:]
-             if top1[a] - top1[b] > spread.top1]
-    if drops:
-        a, b, drop = max(drops, key=lambda d: d[2])
-        best = int(top1.idxmax())
+    deeper = [m for m in table.model if depth[m] > depth[base]]
+    outcome = {m: compare(top1[m], top1[base], spread.top1) for m in deeper}
+    if not deeper or all(v == "unknown" for v in outcome.values()):
+        why = "no model deeper than the base" if not deeper else "no seed spread to judge against"
+        return Answer(QUESTION_DEPTH, EXPERIMENT_DEPTH, found, evidence, None, why)
+    worse = [f"{depth[m]} blocks ({top1[m] - top1[base]:+.2f} points)" for m, v in outcome.items() if v == "worse"]
+    better = [f"{depth[m]} blocks ({top1[m] - top1[base]:+.2f} points)" for m, v in outcome.items() if v == "better"]
+    if worse:
         return Answer(QUESTION_DEPTH, EXPERIMENT_DEPTH, found, evidence, True,
-                      f"{b} blocks score {drop:.2f} points below {a} blocks, more than the seed spread "
-                      f"({spread.top1:.2f}); top-1 peaks at {best} blocks")
-    gain = top1[depths[-1]] - top1[depths[0]]
-    if gain > spread.top1:
+                      f"deeper than the base's {depth[base]} blocks, top-1 falls by more than the seed "
+                      f"spread at {', '.join(worse)}")
+    if better:
         return Answer(QUESTION_DEPTH, EXPERIMENT_DEPTH, found, evidence, False,
-                      f"no deeper model is worse beyond the seed spread ({spread.top1:.2f}), and "
-                      f"{depths[-1]} blocks gain {gain:.2f} points over {depths[0]}")
+                      f"no model deeper than the base is worse beyond the seed spread, and "
+                      f"{', '.join(better)} is better")
     return Answer(QUESTION_DEPTH, EXPERIMENT_DEPTH, found, evidence, None,
-                  f"every difference in top-1 is within the seed spread ({spread.top1:.2f} points)")
+                  f"every deeper model is within the seed spread ({_spread_text(spread.top1)}) of the base")
+
+
+def _spread_text(value: float) -> str:
+    return "n/a (no seeds)" if pd.isna(value) else f"{value:.2f} points"
 
 
 QUESTION_MLP = "Does less MLP capacity cost top-1 or geometry?"
@@ -80,15 +84,15 @@ MLP_MEASURES = ("top1", "nc1", "nc2")
 
 def mlp_table(headline: pd.DataFrame, base: str, variants: list[str], parameters: dict) -> pd.DataFrame:
     """The base and its MLP variants: parameters, top-1 and final geometry."""
-    table = headline.set_index("model").loc[[base, *variants]].reset_index()
+    table = headline.set_index("model").loc[present(headline, [base, *variants])].reset_index()
     table.insert(1, "parameters", table.model.map(parameters))
     return table[["model", "parameters", "top1", "nc1", "nc2", "nc3", "nc4", "isi_max", "tradeoff_block"]]
 
 
 def check_mlp_costs(table: pd.DataFrame, spread: pd.Series, evidence: str) -> Answer:
     """Yes when a reduced-MLP model is worse than the base beyond the seed spread in top-1, NC1 or
-    NC2; no when neither is worse in any of them and at least one difference is measurable
-    against a spread; inconclusive without seeds."""
+    NC2; no when neither is worse in any of them and one is better beyond the spread in one;
+    otherwise inconclusive."""
     if len(table) < 2:
         return not_answerable(QUESTION_MLP, EXPERIMENT_MLP, evidence, "the build has no MLP variants")
     base = table.iloc[0]
@@ -102,16 +106,18 @@ def check_mlp_costs(table: pd.DataFrame, spread: pd.Series, evidence: str) -> An
                                  for m in MLP_MEASURES))
     found = ". ".join(lines)
     worse = [f"{model} in {LABELS[measure]}" for (model, measure), v in verdicts.items() if v == "worse"]
+    better = [f"{model} in {LABELS[measure]}" for (model, measure), v in verdicts.items() if v == "better"]
     if worse:
         return Answer(QUESTION_MLP, EXPERIMENT_MLP, found, evidence, True,
                       "worse than the base beyond the seed spread: " + ", ".join(worse))
     if all(v == "unknown" for v in verdicts.values()):
         return Answer(QUESTION_MLP, EXPERIMENT_MLP, found, evidence, None, "no seed spread to judge against")
-    better = [f"{model} in {LABELS[measure]}" for (model, measure), v in verdicts.items() if v == "better"]
-    return Answer(QUESTION_MLP, EXPERIMENT_MLP, found, evidence, False,
-                  "neither reduction is worse than the base beyond the seed spread"
-                  + (f"; better beyond it: {', '.join(better)}" if better else ""))
-
+    if better:
+        return Answer(QUESTION_MLP, EXPERIMENT_MLP, found, evidence, False,
+                      "neither reduction is worse than the base beyond the seed spread, and "
+                      + ", ".join(better) + " is better beyond it")
+    return Answer(QUESTION_MLP, EXPERIMENT_MLP, found, evidence, None,
+                  "every difference from the base is within the seed spread")
 
 EVIDENCE_DEPTH, EVIDENCE_MLP = "F7, T12", "T13"
 
@@ -121,9 +127,10 @@ def answers(ctx) -> list[Answer]:
     if not ctx.has_variants:
         return [not_answerable(QUESTION_DEPTH, EXPERIMENT_DEPTH, EVIDENCE_DEPTH, NO_VARIANTS),
                 not_answerable(QUESTION_MLP, EXPERIMENT_MLP, EVIDENCE_MLP, NO_VARIANTS)]
-    models = depth_models(ctx.study.variants, ctx.variants)
-    depth = check_depth_hurts(depth_table(ctx.headline, models) if models else pd.DataFrame(),
-                              ctx.spread, EVIDENCE_DEPTH)
-    mlp = group_models(ctx.study.variants, ctx.variants, "mlp")
-    table = mlp_table(ctx.headline, mlp[0], mlp[1:], ctx.parameters()) if mlp else pd.DataFrame()
+    models = depth_models(ctx.study.variants, ctx.registry)
+    table = depth_table(ctx.headline, models) if models else pd.DataFrame()
+    base = ctx.registry[next(m for m in models if m in ctx.registry)].base if models else ""
+    depth = check_depth_hurts(table, base, ctx.spread, EVIDENCE_DEPTH)
+    mlp = group_models(ctx.study.variants, ctx.registry, "mlp")
+    table = mlp_table(ctx.headline, mlp[0], mlp[1:], ctx.parameters(mlp)) if mlp else pd.DataFrame()
     return [depth, check_mlp_costs(table, ctx.spread, EVIDENCE_MLP)]

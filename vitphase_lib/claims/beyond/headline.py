@@ -35,28 +35,48 @@ BETTER_HIGHER = {column: better for column, _, better in HEADLINE}
 
 
 def late_blocks(blocks: int) -> list[int]:
-    """The last third of a model's blocks (at least one): where the hub variants intervene."""
-    return list(range(blocks - max(1, blocks // 3) + 1, blocks + 1))
+    """The last third of a model's blocks (at least two): where the hub variants intervene."""
+    from ...models import late_block_count
+    return list(range(blocks - late_block_count(blocks) + 1, blocks + 1))
 
 
 MIN_BLOCKS = 3  # the phase segmentation needs at least three blocks
 
 
-def phases_where_defined(per_layer: pd.DataFrame, by: tuple[str, ...] = ("model",)) -> pd.DataFrame:
-    """:func:`~vitphase_lib.metrics.phase_table`, with a row of NaN (but for ``blocks``) for the
-    curves too short to segment (fewer than three blocks: the shallowest depth variants)."""
+def phases_where_defined(per_layer: pd.DataFrame, by: tuple[str, ...] = ("model",),
+                         column: str = "centered_similarity") -> pd.DataFrame:
+    """:func:`~vitphase_lib.metrics.phase_table`, with a row of NaN (but for ``blocks`` and the
+    Cliff, which needs only raw and pe) for the curves too short to segment (fewer than three
+    blocks: the shallowest depth variants)."""
     from ...metrics import phase_table
     counts = per_layer[layers.blocks_only(per_layer.layer)].groupby(list(by), sort=False).layer.count()
     short = counts[counts < MIN_BLOCKS]
     keys = per_layer.set_index(list(by)).index
     long_enough = per_layer[~keys.isin(short.index)]
-    frames = [phase_table(long_enough, by=by)] if len(long_enough) else []
+    frames = [phase_table(long_enough, column, by=by)] if len(long_enough) else []
     if len(short):
-        frames.append(short.rename("blocks").reset_index())
+        rows = short.rename("blocks").reset_index()
+        values = per_layer.set_index([*by, "layer"])[column]
+        rows["cliff_drop_pe"] = [values[(*_key(row, by), layers.RAW)] - values[(*_key(row, by), layers.PE)]
+                                 for row in rows.itertuples(index=False)]
+        frames.append(rows)
     table = pd.concat(frames, ignore_index=True)
     order = {key: i for i, key in enumerate(dict.fromkeys(keys))}
     position = table[list(by)].apply(lambda row: order[row.iloc[0] if len(by) == 1 else tuple(row)], axis=1)
     return table.iloc[position.argsort(kind="stable")].reset_index(drop=True)
+
+
+def _key(row, by) -> tuple:
+    return tuple(getattr(row, column) for column in by)
+
+
+def phase_presence(phases: pd.DataFrame) -> pd.DataFrame:
+    """:func:`~vitphase_lib.claims.phase_verdicts` (Cliff, Plateau, Climb present?), left
+    undefined (NA) where the curve is too short to segment; a Cliff needs only raw and pe."""
+    verdicts = phase_verdicts(phases).astype(object)
+    short = (phases.blocks < MIN_BLOCKS).to_numpy()
+    verdicts.loc[short, ["plateau", "climb"]] = pd.NA
+    return verdicts
 
 
 def headline_table(per_layer: pd.DataFrame, summary: pd.DataFrame, attention: pd.DataFrame,
@@ -67,8 +87,8 @@ def headline_table(per_layer: pd.DataFrame, summary: pd.DataFrame, attention: pd
     phases, PE Dominance Ratio, hub and consensus in the last third of the blocks, final Neural
     Collapse of the readout feature, ISI range and trade-off block."""
     phases = phases_where_defined(per_layer)
-    frame = phases.merge(phase_verdicts(phases), on="model")
-    frame = frame.merge(summary[["model", "pe_dominance_ratio"]], on="model")
+    frame = phases.merge(phase_presence(phases), on="model", how="left", validate="1:1")
+    frame = frame.merge(summary[["model", "pe_dominance_ratio"]], on="model", how="left", validate="1:1")
     late = []
     for model, rows in attention.groupby("model", sort=False):
         rows = rows.set_index("block")
@@ -79,13 +99,16 @@ def headline_table(per_layer: pd.DataFrame, summary: pd.DataFrame, attention: pd
                      "ccc_late_x_uniform": float(rows.cls_centrality.loc[blocks].mean()) / uniform,
                      "ccc_last_x_uniform": float(rows.cls_centrality.loc[last]) / uniform,
                      "aci_late": float(rows.aci.loc[blocks].mean()), "aci_last": float(rows.aci.loc[last])})
-    frame = frame.merge(pd.DataFrame(late), on="model")
+    frame = frame.merge(pd.DataFrame(late), on="model", how="left", validate="1:1")
     final = readout_rows(collapse[collapse.layer == layers.HEAD])
-    frame = frame.merge(final[["model", "feature", "nc1", "nc2", "nc3", "nc4"]], on="model")
+    frame = frame.merge(final[["model", "feature", "nc1", "nc2", "nc3", "nc4"]], on="model", how="left",
+                        validate="1:1")
     frame = frame.merge(isi_summary(scrambling, *isi_thresholds)[["model", "isi_min", "isi_max",
-                                                                 "regime_at_peak"]], on="model")
+                                                                 "regime_at_peak"]], on="model", how="left",
+                        validate="1:1")
     trade = tradeoff_layers(probes, tradeoff_fraction)
-    frame = frame.merge(trade[["model", "tradeoff_block", "tradeoff_depth"]], on="model")
+    frame = frame.merge(trade[["model", "tradeoff_block", "tradeoff_depth"]], on="model", how="left",
+                        validate="1:1")
     frame.insert(1, "top1", frame.model.map(top1).astype(float))
     return frame
 
@@ -97,6 +120,12 @@ def headline_metrics(study) -> pd.DataFrame:
                             ("per_layer", "summary", "attention", "collapse", "scrambling", "probes")),
                           {model: study.final_top1(model) for model in study.models},
                           study.isi_thresholds, study.tradeoff_fraction)
+
+
+def present(headline: pd.DataFrame, models) -> list[str]:
+    """The models of ``models`` that the headline table holds, in order."""
+    held = set(headline.model)
+    return [m for m in models if m in held]
 
 
 def seed_models(models, variants: Mapping) -> list[str]:
@@ -119,6 +148,7 @@ def spread_table(headline: pd.DataFrame, seeds: list[str]) -> pd.DataFrame:
     """The seed models' headline numbers side by side with their spread (range) and the spread
     relative to the mean magnitude."""
     columns = [c for c in LABELS if c in headline]
+    seeds = present(headline, seeds)
     values = headline.set_index("model").loc[seeds, columns].astype(float).T
     values.insert(0, "quantity", [LABELS[c] for c in columns])
     values["spread"] = values[seeds].max(axis=1) - values[seeds].min(axis=1)
@@ -128,9 +158,10 @@ def spread_table(headline: pd.DataFrame, seeds: list[str]) -> pd.DataFrame:
 
 def compare(value: float, reference: float, spread: float, higher_is_better: bool | None = True) -> str:
     """'better', 'worse' (by more than the seed spread, in the quantity's better direction;
-    'higher' / 'lower' where it has none), 'within' (the spread), or 'unknown' (no spread)."""
-    if any(pd.isna(v) for v in (value, reference, spread)):
-        return "unknown"
+    'higher' / 'lower' where it has none), 'within' (the spread), or 'unknown' (no spread, or a
+    spread of 0)."""
+    if any(pd.isna(v) for v in (value, reference, spread)) or spread == 0:
+        return "unknown"  # no seeds, or seeds that agree exactly: no scale to judge a difference by
     difference = value - reference
     if abs(difference) <= spread:
         return "within"
@@ -144,7 +175,7 @@ def in_words(value: float, reference: float, spread: float, digits: int = 2) -> 
     if pd.isna(value) or pd.isna(reference):
         return "n/a"
     difference = value - reference
-    tail = ("no seed spread" if pd.isna(spread) else
+    tail = ("no seed spread" if pd.isna(spread) or spread == 0 else
             f"seed spread {spread:.{digits}f}: {'exceeds it' if abs(difference) > spread else 'within it'}")
     return f"{value:.{digits}f} vs {reference:.{digits}f} ({difference:+.{digits}f}; {tail})"
 

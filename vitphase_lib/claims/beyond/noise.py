@@ -3,6 +3,7 @@ ISI's reconstruction proxy beside an independent measure of what a layer keeps o
 embeddings: linear CKA (the seed spread itself is :func:`.headline.spread_table`)."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
@@ -36,45 +37,54 @@ def budget_summary(isi_budget: pd.DataFrame, thresholds: tuple[float, float] = I
 
 
 QUESTION_BUDGET = "Is the ISI regime a property of the model rather than of the decoder budget?"
-EXPERIMENT_BUDGET = "ISI re-measured with 4-32 principal components and fixed or cross-validated ridges"
+EXPERIMENT_BUDGET = ("ISI re-measured with a quarter, half and all of the principal components, the "
+                     "ridge cross-validated or fixed")
 
 
 def check_budget(summary: pd.DataFrame, seed_spread_isi_max: float, evidence: str) -> Answer:
-    """Yes when every model's regime at the ISI peak is the same under every budget and the
-    models keep their order by ISI peak; no when some model's regime changes with the budget;
-    inconclusive when the regimes hold but the order does not."""
+    """Over the budgets with the cross-validated ridge (the book's protocol, other numbers of
+    components): yes when every model keeps its regime at the ISI peak; no when a model's regime
+    changes and its ISI peak moves by more than the seed spread; otherwise inconclusive. The
+    fixed ridges are reported beside it, with the ISI they give the raw layer (pure bias)."""
     if summary.empty:
         return not_answerable(QUESTION_BUDGET, EXPERIMENT_BUDGET, evidence, "no decoder-budget sweep in this build")
-    regimes = summary.groupby("model", sort=False).regime_at_peak.agg(lambda r: sorted(set(r)))
-    ranges = summary.groupby("model", sort=False).isi_max.agg(lambda v: v.max() - v.min())
-    found = "; ".join(f"{m}: ISI peak {summary[summary.model == m].isi_max.min():.4f} to "
-                      f"{summary[summary.model == m].isi_max.max():.4f} over the budgets "
-                      f"(regimes: {', '.join(regimes[m])})" for m in regimes.index)
+    cv = summary[summary.ridge == "cv"]
+    found = "; ".join(
+        f"{model}: ISI peak {rows.isi_max.min():.4f} to {rows.isi_max.max():.4f} with the cross-validated "
+        f"ridge ({', '.join(dict.fromkeys(rows.regime_at_peak))}), "
+        f"{summary[summary.model == model].isi_max.min():.4f} to {summary[summary.model == model].isi_max.max():.4f} "
+        "with the fixed ridges too" for model, rows in cv.groupby("model", sort=False))
     found += f"; the seed spread of the ISI peak is {seed_spread_isi_max:.4f}"
-    changed = [m for m, r in regimes.items() if len(r) > 1]
-    if changed:
-        cv = summary[summary.ridge == "cv"]
-        with_cv = [m for m, r in cv.groupby("model", sort=False).regime_at_peak if r.nunique() > 1]
-        return Answer(QUESTION_BUDGET, EXPERIMENT_BUDGET, found, evidence, False,
-                      f"the regime of {', '.join(changed)} changes with the decoder budget (the budget "
-                      f"moves the ISI peak by up to {ranges.max():.4f}); "
-                      + (f"with the cross-validated ridge alone, that of {', '.join(with_cv)}"
-                         if with_cv else "with the cross-validated ridge alone, no model's"))
-    orders = {budget: tuple(frame.sort_values("isi_max").model)
-              for budget, frame in summary.groupby(["infox_dims", "ridge"], sort=False)}
-    if len(set(orders.values())) == 1:
+    moved = cv.groupby("model", sort=False).isi_max.agg(lambda v: v.max() - v.min())
+    changed = [m for m, rows in cv.groupby("model", sort=False) if rows.regime_at_peak.nunique() > 1]
+    if not changed:
         return Answer(QUESTION_BUDGET, EXPERIMENT_BUDGET, found, evidence, True,
-                      "every model keeps its regime and its rank by ISI peak under every budget")
+                      "every model keeps its regime under every number of components")
+    beyond_noise = [m for m in changed if moved[m] > seed_spread_isi_max > 0]
+    if beyond_noise:
+        return Answer(QUESTION_BUDGET, EXPERIMENT_BUDGET, found, evidence, False,
+                      f"the regime of {', '.join(beyond_noise)} changes with the number of components, its "
+                      f"ISI peak moving by up to {moved[beyond_noise].max():.4f}, more than the seed spread")
     return Answer(QUESTION_BUDGET, EXPERIMENT_BUDGET, found, evidence, None,
-                  "every model keeps its regime, but the models' order by ISI peak depends on the budget")
+                  f"the regime of {', '.join(changed)} changes, but its ISI peak moves by no more than the "
+                  "seed spread")
 
+
+def chance_of_exceeding(seeds: int = 3, draws: int = 200_000, seed: int = 0) -> float:
+    """How often, with no true effect, a variant's difference from its base exceeds the range of
+    ``seeds`` runs the base is one of (independent normal noise, simulated): the false-positive
+    rate of one "exceeds the seed spread"."""
+    rng = np.random.default_rng(seed)
+    runs = rng.normal(size=(draws, seeds))
+    variant = rng.normal(size=draws)
+    return float(np.mean(np.abs(variant - runs[:, 0]) > np.ptp(runs, axis=1)))
 
 def retention_agreement(cka: pd.DataFrame, scrambling: pd.DataFrame) -> pd.DataFrame:
     """Per model, Spearman rho across the layers after raw (pe, blocks) between the
     reconstruction proxy (InfoX_self, InfoX_all) and linear CKA with the raw patch embeddings
     (pooled, and with each position's mean removed)."""
     merged = cka.merge(scrambling, on=["model", "layer"])
-    merged = merged[merged.layer != layers.RAW]
+    merged = merged[(merged.layer == layers.PE) | layers.blocks_only(merged.layer)]
     rows = []
     for model, frame in merged.groupby("model", sort=False):
         row = {"model": model, "layers": len(frame)}
@@ -115,7 +125,7 @@ def noise_models(ctx) -> list[str]:
     """The models the definition checks run on: the seed models, then the deepest model of the
     depth sweep (where the paper's ISI failure signature would be expected)."""
     from .depth import depth_models
-    depth = depth_models(ctx.study.variants, ctx.variants)
+    depth = depth_models(ctx.study.variants, ctx.registry)
     return list(dict.fromkeys([*ctx.seeds, *depth[-1:]]))
 
 
@@ -135,3 +145,18 @@ def answers(ctx) -> list[Answer]:
     scrambling = ctx.vstudy.collect("analysis", "scrambling")
     proxy = check_proxy(retention_agreement(retention(ctx, "cka"), scrambling), EVIDENCE_PROXY)
     return [budget, proxy]
+
+
+def describe_budgets(study) -> str:
+    """What the budget sweep varies, in the study's own numbers."""
+    from ...study import RETENTION_RIDGES
+    fixed = [r for r in RETENTION_RIDGES if r != "cv"]
+    return (f"The book's ISI uses decoders on the top {study.infox_dims} principal components of each "
+            f"layer's tokens (and of the raw target), with a cross-validated ridge. Here the number of "
+            f"components is {', '.join(map(str, study.retention_dims))} (capped at the width), and the "
+            f"ridge is cross-validated or fixed at {' or '.join(f'{r:g}' for r in fixed)} per sample. "
+            f"The verdict rests on the cross-validated budgets; a fixed ridge shrinks the all decoder "
+            f"less than the self decoder, and the ISI it gives the raw layer, which scrambles nothing, "
+            f"is listed as its bias. With no true effect, a difference between two models exceeds the "
+            f"range of three seeds in {chance_of_exceeding():.0%} of cases (normal noise, simulated): "
+            f"the seed spread is a coarse yardstick, and a single 'exceeds it' is weak evidence.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .answer import NO_VARIANTS, Answer, not_answerable
-from .headline import compare, in_words
+from .headline import compare, in_words, present
 
 POOLING_COLUMNS = ["model", "readout", "top1", "climb", "climb_rise", "plateau_length",
                    "nc1", "nc2", "nc3", "nc4", "isi_max", "aci_late", "aci_last", "ccc_late_x_uniform"]
@@ -18,22 +18,22 @@ def pooling_pairs(variant_names, variants) -> list[tuple[str, str]]:
 
 def pooling_table(headline: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     models = [m for pair in pairs for m in pair]
-    table = headline.set_index("model").loc[models].reset_index()
+    table = headline.set_index("model").loc[present(headline, models)].reset_index()
     table["readout"] = table.feature.map({"cls": "[CLS]", "mean": "mean patch token"})
     return table[POOLING_COLUMNS]
 
 
 QUESTION_CLIMB = "With average pooling instead of [CLS], is there a Climb?"
-QUESTION_TOP1 = "Does average pooling change top-1?"
+QUESTION_TOP1 = "Does average pooling cost top-1?"
 EXPERIMENT = "the model retrained without [CLS], its head reading the mean patch token"
 
 
 def check_climb_with_pooling(table: pd.DataFrame, pairs, evidence: str) -> Answer:
     """Yes when every pooled model has a Climb (by C1's criteria); no when none has; mixed
     pairs are inconclusive. ``found`` says whether the [CLS] twins have one."""
-    if not pairs:
+    if not pairs or not set(m for pair in pairs for m in pair) <= set(table.model):
         return not_answerable(QUESTION_CLIMB, EXPERIMENT, evidence, "the build has no pooling variants")
-    climb = table.set_index("model").climb.astype(bool)
+    climb = table.set_index("model").climb.fillna(False).astype(bool)
     rise = table.set_index("model").climb_rise
     found = "; ".join(f"{cls}: Climb {'yes' if climb[cls] else 'no'} (rise {rise[cls]:+.4f}), {avg}: "
                       f"Climb {'yes' if climb[avg] else 'no'} (rise {rise[avg]:+.4f})" for cls, avg in pairs)
@@ -41,8 +41,8 @@ def check_climb_with_pooling(table: pd.DataFrame, pairs, evidence: str) -> Answe
     with_cls = [bool(climb[cls]) for cls, _ in pairs]
     if all(pooled):
         return Answer(QUESTION_CLIMB, EXPERIMENT, found, evidence, True,
-                      f"every average-pooled model has a Climb; {sum(with_cls)} of their {len(pairs)} "
-                      "[CLS] twins have one")
+                      f"every average-pooled model has a Climb; {sum(with_cls)} of the {len(pairs)} [CLS] "
+                      f"twins {'has' if sum(with_cls) == 1 else 'have'} one")
     if not any(pooled):
         return Answer(QUESTION_CLIMB, EXPERIMENT, found, evidence, False,
                       "no average-pooled model has a Climb"
@@ -52,23 +52,27 @@ def check_climb_with_pooling(table: pd.DataFrame, pairs, evidence: str) -> Answe
 
 
 def check_pooling_top1(table: pd.DataFrame, pairs, spread: pd.Series, evidence: str) -> Answer:
-    """Yes when a pooled model's top-1 differs from its [CLS] twin's by more than the seed spread
-    (of the base's seeds; the wider models have none of their own), no seed spread: inconclusive,
-    all within it: no."""
-    if not pairs:
+    """Yes when a pooled model's top-1 is below its [CLS] twin's by more than the seed spread (of
+    the base's seeds; the wider models have none of their own); no when none is and one is above
+    it by more than the spread; otherwise inconclusive."""
+    if not pairs or not set(m for pair in pairs for m in pair) <= set(table.model):
         return not_answerable(QUESTION_TOP1, EXPERIMENT, evidence, "the build has no pooling variants")
     top1 = table.set_index("model").top1
     found = "; ".join(f"{avg} vs {cls}: {in_words(top1[avg], top1[cls], spread.top1)}" for cls, avg in pairs)
     outcome = {avg: compare(top1[avg], top1[cls], spread.top1) for cls, avg in pairs}
     if all(v == "unknown" for v in outcome.values()):
         return Answer(QUESTION_TOP1, EXPERIMENT, found, evidence, None, "no seed spread to judge against")
-    changed = {m: v for m, v in outcome.items() if v in ("better", "worse")}
-    if changed:
+    worse = [m for m, v in outcome.items() if v == "worse"]
+    better = [m for m, v in outcome.items() if v == "better"]
+    if worse:
         return Answer(QUESTION_TOP1, EXPERIMENT, found, evidence, True,
-                      ", ".join(f"{m} is {v} than its [CLS] twin beyond the seed spread" for m, v in changed.items()))
-    return Answer(QUESTION_TOP1, EXPERIMENT, found, evidence, False,
+                      f"{', '.join(worse)} is below its [CLS] twin beyond the seed spread")
+    if better:
+        return Answer(QUESTION_TOP1, EXPERIMENT, found, evidence, False,
+                      f"no pooled model is below its [CLS] twin beyond the seed spread, and {', '.join(better)} "
+                      "is above it")
+    return Answer(QUESTION_TOP1, EXPERIMENT, found, evidence, None,
                   "every pooled model is within the seed spread of its [CLS] twin")
-
 
 EVIDENCE = "F8, T14"
 
@@ -76,7 +80,7 @@ EVIDENCE = "F8, T14"
 def answers(ctx) -> list[Answer]:
     if not ctx.has_variants:
         return [not_answerable(q, EXPERIMENT, EVIDENCE, NO_VARIANTS) for q in (QUESTION_CLIMB, QUESTION_TOP1)]
-    pairs = pooling_pairs(ctx.study.variants, ctx.variants)
+    pairs = pooling_pairs(ctx.study.variants, ctx.registry)
     table = pooling_table(ctx.headline, pairs) if pairs else pd.DataFrame()
     return [check_climb_with_pooling(table, pairs, EVIDENCE),
             check_pooling_top1(table, pairs, ctx.spread, EVIDENCE)]

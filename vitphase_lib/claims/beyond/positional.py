@@ -4,10 +4,10 @@ model at evaluation time cannot test)."""
 from __future__ import annotations
 
 import pandas as pd
-from scipy.stats import spearmanr
 
 from .answer import NO_VARIANTS, Answer, not_answerable
-from .headline import group_models
+from .headline import group_models, present
+from .training import _rho
 
 PE_COLUMNS = ["model", "pe", "pe_scale", "pe_dominance_ratio", "cliff_drop_pe", "plateau_length",
               "climb", "top1"]
@@ -15,7 +15,7 @@ PE_COLUMNS = ["model", "pe", "pe_scale", "pe_dominance_ratio", "cliff_drop_pe", 
 
 def pe_table(headline: pd.DataFrame, models: list[str], configs: dict) -> pd.DataFrame:
     """The PE-strength models, weakest first, the base's learned PE last."""
-    table = headline.set_index("model").loc[models].reset_index()
+    table = headline.set_index("model").loc[present(headline, models)].reset_index()
     table["pe"] = table.model.map(lambda m: "learned" if configs[m].pos_embed == "learned" else
                                   "none" if configs[m].pe_scale == 0 else "sin-cos")
     table["pe_scale"] = table.model.map(lambda m: float("nan") if configs[m].pos_embed == "learned"
@@ -30,31 +30,36 @@ EXPERIMENT = "fixed sin-cos PE at four strengths, from none to strong, retrained
 
 def check_decorrelation_helps(table: pd.DataFrame, spread: pd.Series, evidence: str) -> Answer:
     """Over the fixed-PE models: yes when the model with the largest Cliff beats the one without
-    PE by more than the seed spread and top-1 rises with the Cliff (Spearman rho > 0); no when no
-    PE model beats the one without PE beyond the spread; otherwise inconclusive."""
+    PE by more than the seed spread and top-1 rises with the Cliff (Spearman rho > 0); no when
+    the model without PE beats the largest Cliff by more than the spread; otherwise
+    inconclusive."""
     fixed = table[table.pe != "learned"]
-    if len(fixed) < 2 or not (fixed.pe == "none").any():
-        return not_answerable(QUESTION, EXPERIMENT, evidence, "the build has no PE-strength sweep")
+    if len(fixed) < 2 or not (fixed.pe == "none").any() or fixed.cliff_drop_pe.isna().all():
+        return not_answerable(QUESTION, EXPERIMENT, evidence,
+                              "the build lacks the model without PE or a fixed PE strength")
     none = fixed[fixed.pe == "none"].iloc[0]
     largest = fixed.loc[fixed.cliff_drop_pe.idxmax()]
-    rho = float(spearmanr(fixed.cliff_drop_pe, fixed.top1).statistic)
+    rho = _rho(fixed.cliff_drop_pe.to_numpy(float), fixed.top1.to_numpy(float))
     found = ("top-1 and Cliff by PE scale: "
              + ", ".join(f"x{r.pe_scale:g} {r.top1:.2f}% (Cliff {r.cliff_drop_pe:+.4f}, PDR "
                          f"{r.pe_dominance_ratio:.3f})" for r in fixed.itertuples())
              + f"; Spearman rho(Cliff, top-1) = {rho:+.2f}; seed spread {spread.top1:.2f} points")
     if pd.isna(spread.top1):
         return Answer(QUESTION, EXPERIMENT, found, evidence, None, "no seed spread to judge against")
-    gains = fixed.top1 - none.top1
-    if largest.top1 - none.top1 > spread.top1 and rho > 0:
+    gain = largest.top1 - none.top1
+    if gain > spread.top1 > 0 and rho > 0:
         return Answer(QUESTION, EXPERIMENT, found, evidence, True,
-                      f"the largest Cliff ({largest.model}) gains {largest.top1 - none.top1:.2f} points "
-                      f"over no PE, beyond the seed spread, and top-1 rises with the Cliff (rho {rho:+.2f})")
-    if not (gains > spread.top1).any():
+                      f"the largest Cliff ({largest.model}) gains {gain:.2f} points over no PE, beyond the "
+                      f"seed spread, and top-1 rises with the Cliff (rho {rho:+.2f})")
+    if -gain > spread.top1 > 0:
         return Answer(QUESTION, EXPERIMENT, found, evidence, False,
-                      "no PE strength beats the model without PE beyond the seed spread")
+                      f"the model without PE beats the largest Cliff ({largest.model}) by {-gain:.2f} points, "
+                      "beyond the seed spread")
     return Answer(QUESTION, EXPERIMENT, found, evidence, None,
-                  f"some PE beats none beyond the seed spread, but not in the order of the Cliff "
-                  f"(rho {rho:+.2f}, largest Cliff: {largest.model})")
+                  f"the largest Cliff ({largest.model}) is within the seed spread of no PE ({gain:+.2f} points)"
+                  if abs(gain) <= spread.top1 else
+                  f"the largest Cliff gains beyond the seed spread, but top-1 does not rise with the Cliff "
+                  f"(rho {rho:+.2f})")
 
 
 EVIDENCE = "F9, T15"
@@ -62,7 +67,7 @@ EVIDENCE = "F9, T15"
 
 def pe_models(ctx) -> list[str]:
     """The PE-strength variants and their base."""
-    return group_models(ctx.study.variants, ctx.variants, "pe")
+    return group_models(ctx.study.variants, ctx.registry, "pe")
 
 
 def answers(ctx) -> list[Answer]:
@@ -71,3 +76,17 @@ def answers(ctx) -> list[Answer]:
     models = pe_models(ctx)
     table = pe_table(ctx.headline, models, ctx.configs()) if models else pd.DataFrame(columns=PE_COLUMNS)
     return [check_decorrelation_helps(table, ctx.spread, EVIDENCE)]
+
+
+def describe_bracket(table: pd.DataFrame) -> str:
+    """Where the base's learned PE falls among the fixed ones, by PE Dominance Ratio."""
+    learned = table[table.pe == "learned"]
+    fixed = table[table.pe == "sin-cos"]
+    if learned.empty or fixed.empty:
+        return ""
+    ratio = float(learned.pe_dominance_ratio.iloc[0])
+    low, high = fixed.pe_dominance_ratio.min(), fixed.pe_dominance_ratio.max()
+    where = ("within the range of the scaled sin-cos ones" if low <= ratio <= high else
+             "below every scaled sin-cos one" if ratio < low else "above every scaled sin-cos one")
+    return (f"The base's learned PE ends with a PE Dominance Ratio of {ratio:.3f}, {where} "
+            f"({low:.3f} to {high:.3f}).")

@@ -1,6 +1,6 @@
 """Through training: from the training-time monitor logs of the variant zoo, when each phase,
 the hub's marginalization and the ISI regime appear, and whether CLS centrality or ISI early in
-training predicts final top-1 better than validation top-1 at the same point (open question 3:
+training predicts final top-1 better than the monitor's top-1 at the same point (open question 3:
 a training signal for early stopping)."""
 from __future__ import annotations
 
@@ -12,14 +12,16 @@ from scipy.stats import rankdata
 
 from ... import layers
 from ...metrics.scrambling import ISI_THRESHOLDS, isi_regime
-from ..c1_phases import phase_verdicts
 from .answer import NO_VARIANTS, Answer, not_answerable
-from .headline import phases_where_defined
+from .headline import phase_presence, phases_where_defined
 
 EVENTS = {"cliff": "Cliff", "plateau": "Plateau", "climb": "Climb", "hub_marginalized": "hub marginalized",
           "isi_final_regime": "final ISI regime"}
-PREDICTORS = {"monitor_top1": "validation top-1", "ccc_last": "CLS centrality (last block)",
+PREDICTORS = {"monitor_top1": "monitor top-1", "ccc_last": "CLS centrality (last block)",
               "isi_max": "ISI peak"}
+# the direction each predictor should point in: a higher top-1, a marginalized hub and less
+# scrambling (the paper's failure signatures are a late hub and a high ISI) go with a better model
+DIRECTION = {"monitor_top1": 1, "ccc_last": -1, "isi_max": -1}
 BOOTSTRAP = 2000   # resamples of the models for the correlations' intervals
 INTERVAL = 0.90    # central bootstrap interval
 
@@ -33,12 +35,12 @@ def stack_logs(logs: Mapping[str, pd.DataFrame], total_steps: Mapping[str, int])
 def states(stacked: pd.DataFrame, uniform: Mapping[str, float],
            thresholds: tuple[float, float] = ISI_THRESHOLDS) -> pd.DataFrame:
     """Per model and logged step: which phases the similarity curve shows (C1's criteria), whether
-    the last block's CLS centrality is below the uniform share (hub marginalized), the validation
+    the last block's CLS centrality is below the uniform share (hub marginalized), the monitor's
     top-1, the ISI peak over the blocks and its regime."""
     similarity = stacked[stacked.metric == "centered_similarity"].rename(columns={"value": "centered_similarity"})
     phases = phases_where_defined(similarity[["model", "step", "layer", "centered_similarity"]],
                                   by=("model", "step"))
-    verdicts = phase_verdicts(phases.assign(model=range(len(phases))))  # rows in phases' order
+    verdicts = phase_presence(phases.assign(model=range(len(phases))))  # rows in phases' order
     frame = phases[["model", "step", "blocks"]].copy()
     frame[["cliff", "plateau", "climb"]] = verdicts[["cliff", "plateau", "climb"]].to_numpy()
     keys = ["model", "step"]
@@ -51,7 +53,9 @@ def states(stacked: pd.DataFrame, uniform: Mapping[str, float],
     isi_max = isi.groupby(keys).value.max().rename("isi_max")
     frame = frame.join(fraction, on=keys).join(top1, on=keys).join(ccc, on=keys).join(isi_max, on=keys)
     frame["ccc_last_x_uniform"] = frame.ccc_last / frame.model.map(uniform)
-    frame["hub_marginalized"] = frame.ccc_last_x_uniform < 1
+    # below the uniform share; undefined (NA) without [CLS]
+    frame["hub_marginalized"] = (frame.ccc_last_x_uniform < 1).astype(object).where(frame.ccc_last_x_uniform.notna(),
+                                                                                       pd.NA)
     frame["isi_regime"] = [isi_regime(v, *thresholds) if pd.notna(v) else None for v in frame.isi_max]
     return frame.sort_values(keys, ignore_index=True)
 
@@ -65,10 +69,13 @@ def onsets(per_step: pd.DataFrame) -> pd.DataFrame:
         frame = frame.sort_values("step")
         row = {"model": model}
         final_regime = frame.isi_regime.iloc[-1]
-        flags = {event: frame[event].astype(bool).to_numpy() for event in EVENTS if event != "isi_final_regime"}
-        flags["isi_final_regime"] = (frame.isi_regime == final_regime).to_numpy()
+        flags = {event: frame[event] for event in EVENTS if event != "isi_final_regime"}
+        flags["isi_final_regime"] = frame.isi_regime == final_regime
         for event, held in flags.items():
-            row[f"{event}_from"] = _settled_from(held, frame.fraction.to_numpy())
+            # undefined at the end (no [CLS], too few blocks to segment): no onset to give
+            row[f"{event}_from"] = (float("nan") if pd.isna(held.iloc[-1])
+                                    else _settled_from(held.fillna(False).astype(bool).to_numpy(),
+                                                       frame.fraction.to_numpy()))
         row["final_isi_regime"] = final_regime
         rows.append(row)
     return pd.DataFrame(rows)
@@ -82,9 +89,15 @@ def _settled_from(held: np.ndarray, fraction: np.ndarray) -> float:
 
 
 def at_fraction(per_step: pd.DataFrame, target: float) -> pd.DataFrame:
-    """Per model, the log closest to ``target`` of training (and the fraction it was taken at)."""
+    """Per model, the log closest to ``target`` of training (``fraction``: when it was taken)."""
     chosen = per_step.loc[(per_step.fraction - target).abs().groupby(per_step.model).idxmin()]
     return chosen.reset_index(drop=True)
+
+
+def predicting_models(per_step: pd.DataFrame, variants) -> pd.DataFrame:
+    """The logs the prediction uses: not those of the hub variants, whose CLS centrality is set by
+    their intervention rather than learned."""
+    return per_step[~per_step.model.map(lambda m: m in variants and variants[m].group == "hub")]
 
 
 def _rho(x, y) -> float:
@@ -106,7 +119,8 @@ def _interval(draws: np.ndarray) -> tuple[float, float]:
 def rank_correlations(early: pd.DataFrame, final_top1: Mapping[str, float], seed: int = 0) -> pd.DataFrame:
     """Spearman rho of each predictor at the early point with final test top-1 across the models
     where every predictor is defined, with a bootstrap interval (models resampled), and the
-    interval of |rho| minus validation top-1's |rho| on the same resamples."""
+    interval of the gain over monitor top-1 on the same resamples: rho in the predictor's expected
+    direction (:data:`DIRECTION`) minus monitor top-1's rho in its own."""
     frame = early.dropna(subset=list(PREDICTORS)).reset_index(drop=True)
     y = frame.model.map(final_top1).to_numpy(float)
     values = {p: frame[p].to_numpy(float) for p in PREDICTORS}
@@ -116,27 +130,30 @@ def rank_correlations(early: pd.DataFrame, final_top1: Mapping[str, float], seed
         pick = rng.integers(0, len(frame), len(frame))
         for p in PREDICTORS:
             draws[p].append(_rho(values[p][pick], y[pick]))
-    base = np.abs(np.array(draws["monitor_top1"]))
+    base = DIRECTION["monitor_top1"] * np.array(draws["monitor_top1"])
     rows = []
     for p, label in PREDICTORS.items():
         rhos = np.array(draws[p])
         low, high = _interval(rhos)
-        gain_low, gain_high = _interval(np.abs(rhos) - base)
+        gain_low, gain_high = ((float("nan"),) * 2 if p == "monitor_top1"
+                               else _interval(DIRECTION[p] * rhos - base))
         rows.append({"predictor": label, "models": len(frame), "rho": _rho(values[p], y),
                      "rho_low": low, "rho_high": high, "gain_low": gain_low, "gain_high": gain_high})
     return pd.DataFrame(rows)
 
 
-QUESTION = "Does CLS centrality or ISI early in training predict final top-1 better than validation top-1?"
+QUESTION = "Does CLS centrality or ISI early in training predict final top-1 better than early top-1 does?"
 EXPERIMENT = "rank correlation across the variant zoo, from the monitor logs"
 
 
 def check_early_signal(correlations: pd.DataFrame, fraction: float, evidence: str) -> Answer:
-    """Yes when CLS centrality's or the ISI peak's |rho| beats validation top-1's |rho| on the
-    whole bootstrap interval of the difference; no when validation top-1 beats both on it;
-    otherwise inconclusive (within the bootstrap uncertainty)."""
+    """Yes when CLS centrality or the ISI peak, each in its expected direction, ranks the final
+    top-1 better than monitor top-1 over the whole bootstrap interval of the gain; no when
+    monitor top-1 does better than both over it; otherwise inconclusive (within the bootstrap
+    uncertainty)."""
     if correlations.empty or correlations.models.iloc[0] < 4:
-        return not_answerable(QUESTION, EXPERIMENT, evidence, "fewer than four models with monitor logs")
+        return not_answerable(QUESTION, EXPERIMENT, evidence,
+                              "fewer than four models with [CLS], a monitor log and no hub intervention")
     rows = correlations.set_index("predictor")
     found = (f"at {fraction:.0%} of training, over {int(rows.models.iloc[0])} models: " + "; ".join(
         f"{p} rho {r.rho:+.2f} [{r.rho_low:+.2f}, {r.rho_high:+.2f}]" for p, r in rows.iterrows()))
@@ -144,14 +161,14 @@ def check_early_signal(correlations: pd.DataFrame, fraction: float, evidence: st
     beats = [p for p in signals if rows.loc[p, "gain_low"] > 0]
     if beats:
         return Answer(QUESTION, EXPERIMENT, found, evidence, True,
-                      f"{' and '.join(beats)} rank(s) the final top-1 better than validation top-1 "
+                      f"{' and '.join(beats)} rank(s) the final top-1 better than monitor top-1 "
                       f"over the whole {INTERVAL:.0%} bootstrap interval")
     if all(rows.loc[p, "gain_high"] < 0 for p in signals):
         return Answer(QUESTION, EXPERIMENT, found, evidence, False,
-                      f"validation top-1 ranks the final top-1 better than both, over the whole "
+                      f"monitor top-1 ranks the final top-1 better than both, over the whole "
                       f"{INTERVAL:.0%} bootstrap interval")
     return Answer(QUESTION, EXPERIMENT, found, evidence, None,
-                  f"the differences in |rho| are within the {INTERVAL:.0%} bootstrap interval")
+                  f"the gains over monitor top-1 are within the {INTERVAL:.0%} bootstrap interval")
 
 
 EARLY = 0.10  # the early point of the prediction: a tenth of training, logged by every zoo run
@@ -171,8 +188,11 @@ def per_step_table(ctx) -> pd.DataFrame:
 
 
 def correlations_at(ctx, per_step: pd.DataFrame, fraction: float) -> pd.DataFrame:
-    final = {m: ctx.study.final_top1(m) for m in per_step.model.unique()}
-    return rank_correlations(at_fraction(per_step, fraction), final, seed=ctx.study.seed)
+    """:func:`rank_correlations` at the logs closest to ``fraction``, with ``fraction`` the mean
+    fraction of training those logs were taken at."""
+    early = at_fraction(predicting_models(per_step, ctx.registry), fraction)
+    final = {m: ctx.study.final_top1(m) for m in early.model}
+    return rank_correlations(early, final, seed=ctx.study.seed).assign(fraction=float(early.fraction.mean()))
 
 
 def answers(ctx) -> list[Answer]:
@@ -181,13 +201,15 @@ def answers(ctx) -> list[Answer]:
     per_step = per_step_table(ctx)
     if per_step.empty:
         return [not_answerable(QUESTION, EXPERIMENT, EVIDENCE, "no variant trained with a monitor")]
-    return [check_early_signal(correlations_at(ctx, per_step, EARLY), EARLY, EVIDENCE)]
+    early = correlations_at(ctx, per_step, EARLY)
+    return [check_early_signal(early, float(early.fraction.iloc[0]), EVIDENCE)]
 
 
 CURVE_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75)
 
 
 def correlation_curve(ctx, per_step: pd.DataFrame, fractions=CURVE_FRACTIONS) -> pd.DataFrame:
-    """:func:`rank_correlations` at several points of training, stacked with ``fraction``."""
-    return pd.concat([correlations_at(ctx, per_step, f).assign(fraction=f) for f in fractions],
-                     ignore_index=True)
+    """:func:`correlations_at` several points of training, stacked; a point whose closest logs
+    are those of an earlier point is left out (it would repeat it)."""
+    curve = pd.concat([correlations_at(ctx, per_step, f) for f in fractions], ignore_index=True)
+    return curve.drop_duplicates(subset=["predictor", "fraction"], ignore_index=True)
