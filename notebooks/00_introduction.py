@@ -65,6 +65,13 @@ display(Markdown(f"**{held} of {len(checks)}** checks hold in this build"
                  + (f", {untested} cannot be tested with its models" if untested else "")
                  + f" (profile **{study.profile}**: {', '.join(study.models)})."))
 
+# %%
+answers = claims.beyond.all_answers(study)
+counts = pd.Series([a.verdict for a in answers]).value_counts()
+display(Markdown(f"**Beyond the paper**: {len(answers)} questions the paper leaves open, put to a "
+                 "variant zoo ({ref}`chap-depth` to {ref}`chap-noise`): "
+                 + ", ".join(f"{counts.get(v, 0)} {v}" for v in claims.beyond.VERDICTS.values()) + "."))
+
 # %% mystnb={"figure": {"caption": "Centered token similarity per layer, every model of this build, against the block index (left) and normalized depth (right): the Cliff when the positional encoding is added (block 0), then the Plateau and the Climb of claim C1.", "name": "fig-glance"}}
 per_layer = study.collect("analysis", "per_layer")
 plotting.layer_curves(per_layer, "centered_similarity", "centered similarity $S_l$")
@@ -74,6 +81,7 @@ plt.show()
 # NBVAL_CHECK_OUTPUT
 for c in checks:
     print(f"{c.claim}: {c.verdict}")
+print(counts.to_dict())
 ends = per_layer[per_layer.layer != "head"].groupby("model", sort=False).centered_similarity
 print(pd.DataFrame({"raw": ends.first(), "pe": per_layer[per_layer.layer == "pe"]
                     .set_index("model").centered_similarity, "last block": ends.last()}).round(4))
@@ -88,6 +96,7 @@ print(pd.DataFrame({"raw": ends.first(), "pe": per_layer[per_layer.layer == "pe"
 # | C3 | Better models marginalize the [CLS] hub (CLS centrality 0.502 -> 0.004 across ViT-B) while patch tokens reach consensus. | {ref}`chap-attention` |
 # | C4 | The Information Scrambling Index separates three regimes; ViT-B stays in 0.004-0.009, ViT-L climbs to 0.031. | {ref}`chap-scrambling` |
 # | C5 | ViT-B ends with better Neural Collapse geometry than the deeper ViT-L, which needs about 10 more layers for the same information-task trade-off. | {ref}`chap-collapse`, {ref}`chap-tradeoff` |
+# | C6 | The paper's open questions: does depth itself hurt; is there a Climb with average pooling; does retraining with a stronger PE help; is the [CLS] hub a cause; can its diagnostics steer training; is the ISI a property of the model or of its probe. | {ref}`chap-depth` to {ref}`chap-noise` |
 #
 # {ref}`chap-summary` collects the verdicts.
 #
