@@ -99,6 +99,9 @@ if onsets is not None:
     ax.axhline(0, c="grey", lw=0.8)
     ax.axvline(training.EARLY, c="grey", ls=":", lw=1)
     ax.set_xscale("log")
+    ax.set_xlim(0.005, 1)
+    if curve.rho.isna().all():
+        ax.text(0.5, 0.5, "too few models for a rank correlation", ha="center", transform=ax.transAxes)
     ax.set_xlabel("fraction of training")
     ax.set_ylabel("Spearman rho with final top-1")
     ax.legend(fontsize=7)

@@ -88,5 +88,5 @@ def describe_bracket(table: pd.DataFrame) -> str:
     low, high = fixed.pe_dominance_ratio.min(), fixed.pe_dominance_ratio.max()
     where = ("within the range of the scaled sin-cos ones" if low <= ratio <= high else
              "below every scaled sin-cos one" if ratio < low else "above every scaled sin-cos one")
-    return (f"The base's learned PE ends with a PE Dominance Ratio of {ratio:.3f}, {where} "
-            f"({low:.3f} to {high:.3f}).")
+    between = f"{low:.3f}" if f"{low:.3f}" == f"{high:.3f}" else f"{low:.3f} to {high:.3f}"
+    return f"The base's learned PE ends with a PE Dominance Ratio of {ratio:.3f}, {where} ({between})."
