@@ -164,9 +164,8 @@ def monitor_log(blocks: int, climb_from: int, steps=(0, 10, 20, 40, 100)) -> pd.
     rows = []
     for step in steps:
         curve = [0.3, 0.0] + [0.0] * blocks
-        if step >= climb_from:
-            curve[-1] = curve[-2] = 0.2
-            curve[-2] = 0.1
+        if step >= climb_from:  # the last two blocks rise: a Climb
+            curve[-2], curve[-1] = 0.1, 0.2
         for i, value in enumerate(curve):
             layer = ["raw", "pe"][i] if i < 2 else str(i - 1)
             rows.append({"step": step, "layer": layer, "block": np.nan if i < 2 else i - 1,
