@@ -212,3 +212,11 @@ def test_inventory_of_a_zoo_model_with_a_checkpoint_reports_the_files_weights(tm
     assert math.isnan(inventory.loc["tiny-b", "recorded_top1"])  # no training record of this file
     assert inventory.loc["tiny-s", "test_top1"] == inventory.loc["tiny-s", "recorded_top1"]
     assert set(study.training_curves().model) == {"tiny-s", "tiny-l"}
+
+
+def test_check_refuses_a_variant_that_has_not_finished_training(tmp_path, monkeypatch):
+    from vitphase_lib import zoo
+    monkeypatch.setattr(zoo, "training_record", lambda name: {"origin": "local", "steps_done": 35})
+    study = Study.from_profile("smoke", models=["tiny-s"], variants=["tiny-s-d2"])
+    with pytest.raises(ValueError, match="tiny-s-d2 has trained 35 of 141 steps"):
+        study.check()

@@ -208,6 +208,8 @@ class Study:
             DataNotFoundError, ParameterError: what the user has to fix, with a message saying how.
         """
         self._check_device()
+        if self.variants:
+            self.variant_study()  # every variant trained to the end (shipped, or a finished local run)
         kinds = {name: resolve_model(name, self.checkpoints.get(name)) for name in self.models}
         for name, kind in kinds.items():
             self._check_data_fits(name, kind)
