@@ -1,7 +1,11 @@
-"""Shared fixtures: an isolated cache directory for the whole session and a synthetic image set."""
+"""Shared set-up: an isolated cache directory for the whole run (notebooks included), torch's
+global switches restored after each test, and a synthetic image set."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,17 +13,29 @@ import torch
 from vitphase_lib.data import synthetic_images
 
 
-@pytest.fixture(scope="session", autouse=True)
-def isolated_cache(tmp_path_factory):
-    """Point $VITPHASE_CACHE at a temporary folder so no test reads or writes ~/.cache/vitphase."""
-    cache = tmp_path_factory.mktemp("vitphase-cache")
-    previous = os.environ.get("VITPHASE_CACHE")
-    os.environ["VITPHASE_CACHE"] = str(cache)
-    yield cache
+def pytest_configure(config):
+    """Point $VITPHASE_CACHE at a new temporary folder for the whole run, so no test reads or
+    writes ~/.cache/vitphase. Set here, before collection, because nbval starts each notebook's
+    kernel then, and a kernel keeps the environment it started with."""
+    config.vitphase_cache = (tempfile.mkdtemp(prefix="vitphase-cache-"), os.environ.get("VITPHASE_CACHE"))
+    os.environ["VITPHASE_CACHE"] = config.vitphase_cache[0]
+
+
+def pytest_unconfigure(config):
+    cache, previous = getattr(config, "vitphase_cache", (None, None))
+    if cache is None:
+        return
     if previous is None:
         os.environ.pop("VITPHASE_CACHE", None)
     else:
         os.environ["VITPHASE_CACHE"] = previous
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def isolated_cache(pytestconfig) -> Path:
+    """The run's cache folder (see pytest_configure)."""
+    return Path(pytestconfig.vitphase_cache[0])
 
 
 @pytest.fixture(autouse=True)
