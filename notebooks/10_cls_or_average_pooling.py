@@ -53,13 +53,8 @@ if pairs:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     plotting.lines_by_model(ctx.vstudy.collect("analysis", "per_layer"), "centered_similarity",
                             "centered similarity $S_l$", models, ax=axes[0], normalized=True, styles=styles)
-    attention = ctx.vstudy.collect("analysis", "attention")
-    for model in models:
-        rows = attention[attention.model == model]
-        axes[1].plot(rows.block, rows.aci, marker="o", ms=3, lw=1.2, label=model, **styles.get(model, {}))
-    axes[1].set_xlabel("block")
-    axes[1].set_ylabel("ACI")
-    axes[1].legend(fontsize=7)
+    plotting.lines_by_model(ctx.vstudy.collect("analysis", "attention"), "aci", "ACI", models, ax=axes[1],
+                            styles=styles, blocks_only=True)
     fig.tight_layout()
     plt.show()
 

@@ -54,24 +54,17 @@ display(Markdown(ctx.describe()))
 
 # %% mystnb={"figure": {"caption": "The base, hub removed and hub forced: CLS centrality in multiples of the uniform share (left, log scale), Attention Consensus Index (middle) and NC1 of the [CLS] feature (right, log scale) per block; shaded: the last third of the blocks, where the variants intervene.", "name": "fig-f10"}}
 if table is not None:
-    attention = ctx.vstudy.collect("analysis", "attention").query("model in @models")
-    collapse = ctx.vstudy.collect("analysis", "collapse").query("model in @models")
-    collapse = collapse[(collapse.feature == "cls") & collapse.layer.str.isdigit()]
+    attention = ctx.vstudy.collect("analysis", "attention")
+    attention = attention.assign(ccc_x_uniform=attention.cls_centrality / attention.uniform_baseline)
+    collapse = ctx.vstudy.collect("analysis", "collapse").query("feature == 'cls'")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for model in models:
-        rows = attention[attention.model == model]
-        axes[0].plot(rows.block, rows.cls_centrality / rows.uniform_baseline, marker="o", ms=3, label=model)
-        axes[1].plot(rows.block, rows.aci, marker="o", ms=3, label=model)
-        nc = collapse[collapse.model == model]
-        axes[2].plot(nc.layer.astype(int), nc.nc1, marker="o", ms=3, label=model)
+    plotting.lines_by_model(attention, "ccc_x_uniform", "CLS centrality (x uniform)", models, ax=axes[0],
+                            blocks_only=True, logy=True)
+    plotting.lines_by_model(attention, "aci", "ACI", models, ax=axes[1], blocks_only=True)
+    plotting.lines_by_model(collapse, "nc1", "NC1 ([CLS])", models, ax=axes[2], blocks_only=True, logy=True)
     last = beyond.headline.late_blocks(ctx.configs()[models[0]].depth)  # the base's last third
-    for ax, ylabel in zip(axes, ("CLS centrality (x uniform)", "ACI", "NC1 ([CLS])")):
+    for ax in axes:
         ax.axvspan(last[0] - 0.5, last[-1] + 0.5, color="grey", alpha=0.15)
-        ax.set_xlabel("block")
-        ax.set_ylabel(ylabel)
-    axes[0].set_yscale("log")
-    axes[2].set_yscale("log")
-    axes[0].legend(fontsize=7)
     fig.tight_layout()
     plt.show()
 

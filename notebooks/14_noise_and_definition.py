@@ -72,19 +72,18 @@ summary = noise.budget_summary(budget, study.isi_thresholds) if budget is not No
 # %% mystnb={"figure": {"caption": "ISI per block under every decoder budget (colour: principal components; line style: ridge, solid = cross-validated), one panel per model; shaded: the paper's ViT-B band.", "name": "fig-f13"}}
 if budget is not None:
     blocks = budget[budget.layer.str.isdigit()].assign(block=lambda f: f.layer.astype(int))
-    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.4), sharey=True, squeeze=False)
+    fig, axes = plotting.model_panels(models)
     dims = sorted(blocks.infox_dims.unique())
     colours = dict(zip(dims, plt.cm.viridis([i / max(1, len(dims) - 1) for i in range(len(dims))])))
     styles = dict(zip(sorted(blocks.ridge.astype(str).unique(), key=lambda r: (r != "cv", r)), ["-", "--", ":", "-."]))
-    for ax, model in zip(axes[0], models):
+    for ax, model in zip(axes, models):
         for (k, ridge), rows in blocks[blocks.model == model].groupby(["infox_dims", "ridge"], sort=False):
             ax.plot(rows.block, rows.isi, color=colours[k], ls=styles[str(ridge)], lw=1,
                     label=f"k={k}, ridge {ridge}")
         ax.axhspan(*claims.PAPER["isi_band_vit_b"], color="grey", alpha=0.15)
-        ax.set_title(model, fontsize=9)
         ax.set_xlabel("block")
-    axes[0][0].set_ylabel("ISI")
-    axes[0][-1].legend(fontsize=6, ncol=2)
+    axes[0].set_ylabel("ISI")
+    axes[-1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     plt.show()
 
@@ -113,17 +112,16 @@ agreement = noise.retention_agreement(cka, scrambling) if cka is not None else N
 
 # %% mystnb={"figure": {"caption": "Per model: InfoX_self (the ISI's reconstruction proxy, solid) and linear CKA with the raw patch embeddings (dashed: pooled; dotted: position means removed) per layer.", "name": "fig-f14"}}
 if cka is not None:
-    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.4), sharey=True, squeeze=False)
+    fig, axes = plotting.model_panels(models)
     merged = cka.merge(scrambling, on=["model", "layer"])
     merged = merged[merged.layer != "head"]
-    for ax, model in zip(axes[0], models):
+    for ax, model in zip(axes, models):
         rows = plotting.with_depth_axes(merged[merged.model == model]).sort_values("block")
         ax.plot(rows.block, rows.infox_self, "-o", ms=3, label="InfoX_self")
         ax.plot(rows.block, rows.cka, "--", label="CKA")
         ax.plot(rows.block, rows.cka_positional, ":", label="CKA, position means removed")
-        ax.set_title(model, fontsize=9)
         ax.set_xlabel("block (-1 = raw, 0 = + PE)")
-    axes[0][0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     plt.show()
 

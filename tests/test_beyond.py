@@ -62,7 +62,7 @@ def depth_sweep(top1: list[float], trade: list[float] | None = None) -> pd.DataF
     ([80.0, 84.0, 85.0, 83.0], 0.0, None),     # seeds that agree exactly give no scale
 ])
 def test_depth_hurts(top1, width, answer):
-    result = depth.check_depth_hurts(depth_sweep(top1), "m12", spread(top1=width), "F7")
+    result = depth.check_depth_hurts(depth_sweep(top1), "m12", spread(top1=width))
     assert result.answer is answer
     assert result.verdict == beyond.VERDICTS[answer]
 
@@ -84,7 +84,7 @@ def mlp(top1: list[float], nc2: list[float]) -> pd.DataFrame:
     ([85.0, 85.2, 86.5], [0.3, 0.3, 0.2], False),  # no cost (sharing even gains)
 ])
 def test_mlp_costs(top1, nc2, answer):
-    assert depth.check_mlp_costs(mlp(top1, nc2), spread(top1=0.5, nc1=0.1, nc2=0.05), "T13").answer is answer
+    assert depth.check_mlp_costs(mlp(top1, nc2), spread(top1=0.5, nc1=0.1, nc2=0.05)).answer is answer
 
 
 # --------------------------------------------------------------------------- pooling
@@ -97,14 +97,14 @@ def pairs_table(climbs: list[bool], top1: list[float]) -> pd.DataFrame:
                                             ([False, True, False, False], None)])
 def test_climb_with_average_pooling(climbs, answer):
     table = pairs_table(climbs, [80.0] * 4)
-    assert pooling.check_climb_with_pooling(table, [("s", "s-avg"), ("b", "b-avg")], "F8").answer is answer
+    assert pooling.check_climb_with_pooling(table, [("s", "s-avg"), ("b", "b-avg")]).answer is answer
 
 
 @pytest.mark.parametrize("top1, answer", [([85, 83, 86, 86], True), ([85, 86, 86, 87], False),
                                           ([85, 85.2, 86, 85.9], None)])
 def test_pooling_top1(top1, answer):
     table = pairs_table([True] * 4, [float(v) for v in top1])
-    assert pooling.check_pooling_top1(table, [("s", "s-avg"), ("b", "b-avg")], spread(top1=0.5), "F8").answer is answer
+    assert pooling.check_pooling_top1(table, [("s", "s-avg"), ("b", "b-avg")], spread(top1=0.5)).answer is answer
 
 
 # --------------------------------------------------------------------------- PE strength
@@ -123,7 +123,7 @@ def pe_rows(top1: list[float], cliff: list[float]) -> pd.DataFrame:
 ])
 def test_decorrelation_helps(top1, cliff, answer):
     table = pe_rows([float(v) for v in top1], cliff)
-    assert positional.check_decorrelation_helps(table, spread(top1=0.5), "F9").answer is answer
+    assert positional.check_decorrelation_helps(table, spread(top1=0.5)).answer is answer
 
 
 def test_pe_table_orders_by_strength_with_the_learned_pe_last():
@@ -153,8 +153,8 @@ HUB_SPREAD = spread(aci_late=0.01, nc2=0.02, top1=0.5)
 ])
 def test_hub_interventions(aci, nc2, top1, removed, forced):
     table = hub_rows(aci, nc2, [float(v) for v in top1])
-    assert hub.check_hub_removed(table, MODELS, VARIANTS, HUB_SPREAD, "F10").answer is removed
-    assert hub.check_hub_forced(table, MODELS, VARIANTS, HUB_SPREAD, "F10").answer is forced
+    assert hub.check_hub_removed(table, MODELS, VARIANTS, HUB_SPREAD).answer is removed
+    assert hub.check_hub_forced(table, MODELS, VARIANTS, HUB_SPREAD).answer is forced
 
 
 # --------------------------------------------------------------------------- through training
@@ -207,18 +207,18 @@ def correlations(signal: list[float], validation: list[float]) -> pd.DataFrame:
 def test_a_perfect_early_signal_beats_a_noisy_validation_top1():
     table = correlations(signal=[-i for i in range(12)], validation=[3, 1, 2, 0, 5, 4, 7, 6, 11, 8, 10, 9][::-1])
     assert table.set_index("predictor").rho.iloc[1] == pytest.approx(-1.0)
-    assert training.check_early_signal(table, 0.1, "F12").answer is True
+    assert training.check_early_signal(table, 0.1).answer is True
 
 
 def test_a_perfect_validation_top1_beats_weak_signals():
     rng = np.random.default_rng(1)
     table = correlations(signal=list(rng.permutation(12)), validation=list(range(12)))
     table.loc[table.predictor == training.PREDICTORS["isi_max"], ["gain_low", "gain_high"]] = [-1.0, -0.5]
-    assert training.check_early_signal(table, 0.1, "F12").answer is False
+    assert training.check_early_signal(table, 0.1).answer is False
 
 
 def test_too_few_models_cannot_answer():
-    assert training.check_early_signal(correlations([1, 2, 3], [1, 2, 3]), 0.1, "F12").answer is None
+    assert training.check_early_signal(correlations([1, 2, 3], [1, 2, 3]), 0.1).answer is None
 
 
 # --------------------------------------------------------------------------- noise and definition
@@ -232,12 +232,12 @@ def budget(isi_peaks: dict) -> pd.DataFrame:
 
 def test_the_budget_check():
     same = {("a", 4, "cv"): 0.006, ("a", 16, "cv"): 0.008, ("b", 4, "cv"): 0.010, ("b", 16, "cv"): 0.015}
-    assert noise.check_budget(noise.budget_summary(budget(same)), 0.001, "T20").answer is True
+    assert noise.check_budget(noise.budget_summary(budget(same)), 0.001).answer is True
     moved = {**same, ("a", 16, "cv"): 0.03}
-    assert noise.check_budget(noise.budget_summary(budget(moved)), 0.001, "T20").answer is False
-    assert noise.check_budget(noise.budget_summary(budget(moved)), 0.05, "T20").answer is None  # within noise
+    assert noise.check_budget(noise.budget_summary(budget(moved)), 0.001).answer is False
+    assert noise.check_budget(noise.budget_summary(budget(moved)), 0.05).answer is None  # within noise
     fixed = {**same, ("a", 16, 0.1): 0.03}  # a fixed ridge moves the regime: reported, not judged
-    assert noise.check_budget(noise.budget_summary(budget(fixed)), 0.001, "T20").answer is True
+    assert noise.check_budget(noise.budget_summary(budget(fixed)), 0.001).answer is True
     assert (noise.budget_summary(budget(same)).isi_raw == 0).all()
 
 
@@ -254,9 +254,9 @@ def test_the_proxy_check():
                                "infox_all": [1, .95, .8, .7, .6, .5]})
     agreement = noise.retention_agreement(cka, scrambling)
     assert agreement[noise.KEY].iloc[0] == pytest.approx(1.0) and agreement.layers.iloc[0] == 5
-    assert noise.check_proxy(agreement, "T21").answer is True
+    assert noise.check_proxy(agreement).answer is True
     scrambling["infox_self"] = [1, .45, .5, .6, .7, .95]
-    assert noise.check_proxy(noise.retention_agreement(cka, scrambling), "T21").answer is False
+    assert noise.check_proxy(noise.retention_agreement(cka, scrambling)).answer is False
 
 
 # --------------------------------------------------------------------------- the variant study
@@ -323,7 +323,7 @@ def test_a_missing_model_makes_the_answer_inconclusive_not_an_error():
                                   [("s", "s-avg"), ("b", "b-avg")])
     pairs = [("s", "s-avg"), ("b", "b-avg")]
     assert table.model.tolist() == ["s", "s-avg"]
-    assert pooling.check_pooling_top1(table, pairs, spread(top1=0.5), "F8").answer is None
+    assert pooling.check_pooling_top1(table, pairs, spread(top1=0.5)).answer is None
 
 
 def test_mixing_the_tiny_and_the_mini_variant_zoo_is_refused():

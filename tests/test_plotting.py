@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from vitphase_lib.layers import layer_order
-from vitphase_lib.plotting import by_layer, column_label, myst_table, with_depth_axes
+from vitphase_lib.plotting import by_layer, column_label, lines_by_model, model_panels, myst_table, with_depth_axes
 
 RECORDED_SMOKE = Path(__file__).parent / "notebooks"
 
@@ -19,6 +19,24 @@ def test_depth_axes_put_raw_before_pe_and_normalize_by_blocks():
     out = with_depth_axes(frame)
     assert out.block.tolist() == [-1.0, 0.0, 1.0, 2.0, 2.5]
     assert out.normalized_depth.tolist() == [-0.5, 0.0, 0.5, 1.0, 1.25]
+
+
+@pytest.mark.parametrize("blocks_only, xs", [(False, [-1.0, 0.0, 1.0, 2.0]), (True, [1.0, 2.0])])
+def test_lines_by_model_draws_each_model_in_order_without_the_head(blocks_only, xs):
+    frame = pd.DataFrame({"model": ["b"] * 5 + ["a"] * 5, "layer": ["raw", "pe", "1", "2", "head"] * 2,
+                          "v": range(10)})
+    ax = lines_by_model(frame, "v", "v", ["a", "b"], blocks_only=blocks_only)
+    assert [line.get_label() for line in ax.lines] == ["a", "b"]
+    assert ax.lines[0].get_xdata().tolist() == xs
+    assert ax.lines[1].get_ydata().tolist() == ([0, 1, 2, 3] if not blocks_only else [2, 3])
+
+
+def test_lines_by_model_reads_per_block_tables_and_model_panels_are_titled():
+    attention = pd.DataFrame({"model": "m", "block": [2, 1], "aci": [0.2, 0.1]})
+    ax = lines_by_model(attention, "aci", "ACI", ["m"], logy=True)
+    assert ax.lines[0].get_xdata().tolist() == [1, 2] and ax.get_yscale() == "log"
+    fig, axes = model_panels(["x", "y"])
+    assert [a.get_title() for a in axes] == ["x", "y"] and len(fig.axes) == 2
 
 
 def test_by_layer_and_myst_table():

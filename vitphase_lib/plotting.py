@@ -267,18 +267,34 @@ def against(frame: pd.DataFrame, x: str, columns: list[str], labels: dict | None
     return fig
 
 
-def lines_by_model(per_layer: pd.DataFrame, y: str, ylabel: str, models: list[str], ax=None,
-                   normalized: bool = False, styles: dict | None = None):
-    """One curve per model of a per-layer table against block (or normalized depth), in the
-    order of ``models``; ``styles``: model -> matplotlib keyword arguments (colour, dashes)."""
-    frame = with_depth_axes(per_layer[per_layer.model.isin(models)])
-    frame = frame[frame.layer != layers.HEAD]
+def lines_by_model(table: pd.DataFrame, y: str, ylabel: str, models: list[str], ax=None,
+                   normalized: bool = False, styles: dict | None = None, blocks_only: bool = False,
+                   logy: bool = False):
+    """One curve per model, in the order of ``models``, of a per-layer table (a ``layer``
+    column: drawn against block or normalized depth, the head left out; ``blocks_only`` leaves
+    out raw and pe too) or of a per-block one (a ``block`` column, such as ``attention``).
+    ``styles``: model -> matplotlib keyword arguments (colour, dashes)."""
+    frame = table[table.model.isin(models)]
+    if "layer" in frame:
+        frame = with_depth_axes(frame)
+        frame = frame[layers.blocks_only(frame.layer) if blocks_only else frame.layer != layers.HEAD]
     ax = ax or plt.subplots(figsize=(5, 3.4))[1]
     x = "normalized_depth" if normalized else "block"
     for model in models:
         curve = frame[frame.model == model].sort_values(x)
         ax.plot(curve[x], curve[y], marker="o", ms=3, lw=1.2, label=model, **(styles or {}).get(model, {}))
-    ax.set_xlabel("normalized depth (block / L)" if normalized else "block (-1 = raw, 0 = + PE)")
+    ax.set_xlabel("normalized depth (block / L)" if normalized else
+                  "block" if blocks_only or "layer" not in frame else "block (-1 = raw, 0 = + PE)")
     ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
     ax.legend(fontsize=7)
     return ax
+
+
+def model_panels(models: list[str], sharey: bool = True):
+    """A row of small panels, one per model, each titled with its name: (figure, axes)."""
+    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.4), sharey=sharey, squeeze=False)
+    for ax, model in zip(axes[0], models):
+        ax.set_title(model, fontsize=9)
+    return fig, list(axes[0])

@@ -39,6 +39,29 @@ class Answer:
         return f"**{self.question} Answer ({profile} profile): {self.verdict}** — {self.reason}."
 
 
-def not_answerable(question: str, experiment: str, evidence: str, why: str) -> Answer:
-    """The answer when the build lacks what the question needs (no variant zoo, no seeds)."""
-    return Answer(question, experiment, why, evidence, None, why)
+@dataclass(frozen=True)
+class Question:
+    """One open question: its words, the experiment that answers it, and the figures and tables
+    that show the evidence; :meth:`answer` and :meth:`cannot_answer` make its :class:`Answer`."""
+
+    text: str
+    experiment: str
+    evidence: str
+
+    def answer(self, found: str, answer: bool | None, reason: str) -> Answer:
+        return Answer(self.text, self.experiment, found, self.evidence, answer, reason)
+
+    def cannot_answer(self, why: str) -> Answer:
+        """The answer when the build lacks what the question needs (no variant zoo, no seeds)."""
+        return Answer(self.text, self.experiment, why, self.evidence, None, why)
+
+
+NO_SPREAD = "no seed spread to judge against"
+
+
+def sides(outcomes: dict) -> tuple[list, list] | None:
+    """The keys of ``outcomes`` (values of :func:`.headline.compare`) judged better and judged
+    worse beyond the seed spread; None when none could be judged (no seed spread)."""
+    if all(v == "unknown" for v in outcomes.values()):
+        return None
+    return [k for k, v in outcomes.items() if v == "better"], [k for k, v in outcomes.items() if v == "worse"]

@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 
 from ... import layers
 from ...metrics.scrambling import ISI_THRESHOLDS, isi_regime
-from .answer import NO_VARIANTS, Answer, not_answerable
+from .answer import NO_VARIANTS, Answer, Question
 
 # agreement of the reconstruction proxy with CKA across layers (Spearman rho, every model):
 # at least AGREES is agreement, below DISAGREES in any model is disagreement
@@ -36,18 +36,18 @@ def budget_summary(isi_budget: pd.DataFrame, thresholds: tuple[float, float] = I
     return pd.DataFrame(rows)
 
 
-QUESTION_BUDGET = "Is the ISI regime a property of the model rather than of the decoder budget?"
-EXPERIMENT_BUDGET = ("ISI re-measured with a quarter, half and all of the principal components, the "
-                     "ridge cross-validated or fixed")
+BUDGET = Question("Is the ISI regime a property of the model rather than of the decoder budget?",
+                  "ISI re-measured with a quarter, half and all of the principal components, the ridge "
+                  "cross-validated or fixed", "T19, F13, T20")
 
 
-def check_budget(summary: pd.DataFrame, seed_spread_isi_max: float, evidence: str) -> Answer:
+def check_budget(summary: pd.DataFrame, seed_spread_isi_max: float) -> Answer:
     """Over the budgets with the cross-validated ridge (the book's protocol, other numbers of
     components): yes when every model keeps its regime at the ISI peak; no when a model's regime
     changes and its ISI peak moves by more than the seed spread; otherwise inconclusive. The
     fixed ridges are reported beside it, with the ISI they give the raw layer (pure bias)."""
     if summary.empty:
-        return not_answerable(QUESTION_BUDGET, EXPERIMENT_BUDGET, evidence, "no decoder-budget sweep in this build")
+        return BUDGET.cannot_answer("no decoder-budget sweep in this build")
     cv = summary[summary.ridge == "cv"]
     found = "; ".join(
         f"{model}: ISI peak {rows.isi_max.min():.4f} to {rows.isi_max.max():.4f} with the cross-validated "
@@ -58,16 +58,14 @@ def check_budget(summary: pd.DataFrame, seed_spread_isi_max: float, evidence: st
     moved = cv.groupby("model", sort=False).isi_max.agg(lambda v: v.max() - v.min())
     changed = [m for m, rows in cv.groupby("model", sort=False) if rows.regime_at_peak.nunique() > 1]
     if not changed:
-        return Answer(QUESTION_BUDGET, EXPERIMENT_BUDGET, found, evidence, True,
-                      "every model keeps its regime under every number of components")
+        return BUDGET.answer(found, True, "every model keeps its regime under every number of components")
     beyond_noise = [m for m in changed if moved[m] > seed_spread_isi_max > 0]
     if beyond_noise:
-        return Answer(QUESTION_BUDGET, EXPERIMENT_BUDGET, found, evidence, False,
-                      f"the regime of {', '.join(beyond_noise)} changes with the number of components, its "
-                      f"ISI peak moving by up to {moved[beyond_noise].max():.4f}, more than the seed spread")
-    return Answer(QUESTION_BUDGET, EXPERIMENT_BUDGET, found, evidence, None,
-                  f"the regime of {', '.join(changed)} changes, but its ISI peak moves by no more than the "
-                  "seed spread")
+        return BUDGET.answer(found, False, f"the regime of {', '.join(beyond_noise)} changes with the number "
+                             f"of components, its ISI peak moving by up to {moved[beyond_noise].max():.4f}, "
+                             "more than the seed spread")
+    return BUDGET.answer(found, None, f"the regime of {', '.join(changed)} changes, but its ISI peak moves "
+                         "by no more than the seed spread")
 
 
 def chance_of_exceeding(seeds: int = 3, draws: int = 200_000, seed: int = 0) -> float:
@@ -95,30 +93,25 @@ def retention_agreement(cka: pd.DataFrame, scrambling: pd.DataFrame) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-QUESTION_PROXY = "Does the ISI's reconstruction proxy agree with a direct measure of retention?"
-EXPERIMENT_PROXY = "InfoX_self beside linear CKA with the raw patch embeddings, layer by layer"
+PROXY = Question("Does the ISI's reconstruction proxy agree with a direct measure of retention?",
+                 "InfoX_self beside linear CKA with the raw patch embeddings, layer by layer", "F14, T21")
 KEY = "rho(infox_self, cka_positional)"
 
 
-def check_proxy(agreement: pd.DataFrame, evidence: str) -> Answer:
+def check_proxy(agreement: pd.DataFrame) -> Answer:
     """Yes when InfoX_self and the position-centred CKA rank the layers alike (rho >= AGREES) in
     every model, no when rho < DISAGREES in some model, otherwise inconclusive."""
     if agreement.empty:
-        return not_answerable(QUESTION_PROXY, EXPERIMENT_PROXY, evidence, "no CKA in this build")
+        return PROXY.cannot_answer("no CKA in this build")
     found = "Spearman rho across layers of InfoX_self and CKA (position means removed): " + ", ".join(
         f"{model} {rho:+.2f}" for model, rho in zip(agreement.model, agreement[KEY]))
     rhos = agreement[KEY]
     if (rhos >= AGREES).all():
-        return Answer(QUESTION_PROXY, EXPERIMENT_PROXY, found, evidence, True,
-                      f"the two rank the layers alike in every model (rho >= {AGREES})")
+        return PROXY.answer(found, True, f"the two rank the layers alike in every model (rho >= {AGREES})")
     if (rhos < DISAGREES).any():
-        return Answer(QUESTION_PROXY, EXPERIMENT_PROXY, found, evidence, False,
-                      f"they disagree in {', '.join(agreement.model[rhos < DISAGREES])} (rho < {DISAGREES})")
-    return Answer(QUESTION_PROXY, EXPERIMENT_PROXY, found, evidence, None,
-                  f"partial agreement (rho between {DISAGREES} and {AGREES} in some model)")
-
-
-EVIDENCE_BUDGET, EVIDENCE_PROXY = "T19, F13, T20", "F14, T21"
+        return PROXY.answer(found, False, f"they disagree in {', '.join(agreement.model[rhos < DISAGREES])} "
+                            f"(rho < {DISAGREES})")
+    return PROXY.answer(found, None, f"partial agreement (rho between {DISAGREES} and {AGREES} in some model)")
 
 
 def noise_models(ctx) -> list[str]:
@@ -138,12 +131,11 @@ def retention(ctx, table: str) -> pd.DataFrame:
 def answers(ctx) -> list[Answer]:
     if not ctx.has_variants or not noise_models(ctx):
         why = NO_VARIANTS if not ctx.has_variants else "no seed or depth variants in this build"
-        return [not_answerable(QUESTION_BUDGET, EXPERIMENT_BUDGET, EVIDENCE_BUDGET, why),
-                not_answerable(QUESTION_PROXY, EXPERIMENT_PROXY, EVIDENCE_PROXY, why)]
+        return [BUDGET.cannot_answer(why), PROXY.cannot_answer(why)]
     budget = check_budget(budget_summary(retention(ctx, "isi_budget"), ctx.study.isi_thresholds),
-                          float(ctx.spread.isi_max), EVIDENCE_BUDGET)
+                          float(ctx.spread.isi_max))
     scrambling = ctx.vstudy.collect("analysis", "scrambling")
-    proxy = check_proxy(retention_agreement(retention(ctx, "cka"), scrambling), EVIDENCE_PROXY)
+    proxy = check_proxy(retention_agreement(retention(ctx, "cka"), scrambling))
     return [budget, proxy]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .answer import NO_VARIANTS, Answer, not_answerable
+from .answer import NO_SPREAD, NO_VARIANTS, Answer, Question, sides
 from .headline import compare, in_words, present
 
 POOLING_COLUMNS = ["model", "readout", "top1", "climb", "climb_rise", "plateau_length",
@@ -23,16 +23,20 @@ def pooling_table(headline: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.Da
     return table[POOLING_COLUMNS]
 
 
-QUESTION_CLIMB = "With average pooling instead of [CLS], is there a Climb?"
-QUESTION_TOP1 = "Does average pooling cost top-1?"
 EXPERIMENT = "the model retrained without [CLS], its head reading the mean patch token"
+CLIMB = Question("With average pooling instead of [CLS], is there a Climb?", EXPERIMENT, "F8, T14")
+TOP1 = Question("Does average pooling cost top-1?", EXPERIMENT, "F8, T14")
 
 
-def check_climb_with_pooling(table: pd.DataFrame, pairs, evidence: str) -> Answer:
+def _complete(table: pd.DataFrame, pairs) -> bool:
+    return bool(pairs) and {m for pair in pairs for m in pair} <= set(table.model)
+
+
+def check_climb_with_pooling(table: pd.DataFrame, pairs) -> Answer:
     """Yes when every pooled model has a Climb (by C1's criteria); no when none has; mixed
     pairs are inconclusive. ``found`` says whether the [CLS] twins have one."""
-    if not pairs or not set(m for pair in pairs for m in pair) <= set(table.model):
-        return not_answerable(QUESTION_CLIMB, EXPERIMENT, evidence, "the build has no pooling variants")
+    if not _complete(table, pairs):
+        return CLIMB.cannot_answer("the build has no pooling variants")
     climb = table.set_index("model").climb.fillna(False).astype(bool)
     rise = table.set_index("model").climb_rise
     found = "; ".join(f"{cls}: Climb {'yes' if climb[cls] else 'no'} (rise {rise[cls]:+.4f}), {avg}: "
@@ -40,47 +44,37 @@ def check_climb_with_pooling(table: pd.DataFrame, pairs, evidence: str) -> Answe
     pooled = [bool(climb[avg]) for _, avg in pairs]
     with_cls = [bool(climb[cls]) for cls, _ in pairs]
     if all(pooled):
-        return Answer(QUESTION_CLIMB, EXPERIMENT, found, evidence, True,
-                      f"every average-pooled model has a Climb; {sum(with_cls)} of the {len(pairs)} [CLS] "
-                      f"twins {'has' if sum(with_cls) == 1 else 'have'} one")
+        return CLIMB.answer(found, True, f"every average-pooled model has a Climb; {sum(with_cls)} of the "
+                            f"{len(pairs)} [CLS] twins {'has' if sum(with_cls) == 1 else 'have'} one")
     if not any(pooled):
-        return Answer(QUESTION_CLIMB, EXPERIMENT, found, evidence, False,
-                      "no average-pooled model has a Climb"
-                      + (" (nor does any [CLS] twin)" if not any(with_cls) else ""))
-    return Answer(QUESTION_CLIMB, EXPERIMENT, found, evidence, None,
-                  "one pooled model has a Climb and another has none")
+        return CLIMB.answer(found, False, "no average-pooled model has a Climb"
+                            + (" (nor does any [CLS] twin)" if not any(with_cls) else ""))
+    return CLIMB.answer(found, None, "one pooled model has a Climb and another has none")
 
 
-def check_pooling_top1(table: pd.DataFrame, pairs, spread: pd.Series, evidence: str) -> Answer:
+def check_pooling_top1(table: pd.DataFrame, pairs, spread: pd.Series) -> Answer:
     """Yes when a pooled model's top-1 is below its [CLS] twin's by more than the seed spread (of
     the base's seeds; the wider models have none of their own); no when none is and one is above
     it by more than the spread; otherwise inconclusive."""
-    if not pairs or not set(m for pair in pairs for m in pair) <= set(table.model):
-        return not_answerable(QUESTION_TOP1, EXPERIMENT, evidence, "the build has no pooling variants")
+    if not _complete(table, pairs):
+        return TOP1.cannot_answer("the build has no pooling variants")
     top1 = table.set_index("model").top1
     found = "; ".join(f"{avg} vs {cls}: {in_words(top1[avg], top1[cls], spread.top1)}" for cls, avg in pairs)
-    outcome = {avg: compare(top1[avg], top1[cls], spread.top1) for cls, avg in pairs}
-    if all(v == "unknown" for v in outcome.values()):
-        return Answer(QUESTION_TOP1, EXPERIMENT, found, evidence, None, "no seed spread to judge against")
-    worse = [m for m, v in outcome.items() if v == "worse"]
-    better = [m for m, v in outcome.items() if v == "better"]
+    judged = sides({avg: compare(top1[avg], top1[cls], spread.top1) for cls, avg in pairs})
+    if judged is None:
+        return TOP1.answer(found, None, NO_SPREAD)
+    better, worse = judged
     if worse:
-        return Answer(QUESTION_TOP1, EXPERIMENT, found, evidence, True,
-                      f"{', '.join(worse)} is below its [CLS] twin beyond the seed spread")
+        return TOP1.answer(found, True, f"{', '.join(worse)} is below its [CLS] twin beyond the seed spread")
     if better:
-        return Answer(QUESTION_TOP1, EXPERIMENT, found, evidence, False,
-                      f"no pooled model is below its [CLS] twin beyond the seed spread, and {', '.join(better)} "
-                      "is above it")
-    return Answer(QUESTION_TOP1, EXPERIMENT, found, evidence, None,
-                  "every pooled model is within the seed spread of its [CLS] twin")
-
-EVIDENCE = "F8, T14"
+        return TOP1.answer(found, False, f"no pooled model is below its [CLS] twin beyond the seed spread, "
+                           f"and {', '.join(better)} is above it")
+    return TOP1.answer(found, None, "every pooled model is within the seed spread of its [CLS] twin")
 
 
 def answers(ctx) -> list[Answer]:
     if not ctx.has_variants:
-        return [not_answerable(q, EXPERIMENT, EVIDENCE, NO_VARIANTS) for q in (QUESTION_CLIMB, QUESTION_TOP1)]
+        return [CLIMB.cannot_answer(NO_VARIANTS), TOP1.cannot_answer(NO_VARIANTS)]
     pairs = pooling_pairs(ctx.study.variants, ctx.registry)
     table = pooling_table(ctx.headline, pairs) if pairs else pd.DataFrame()
-    return [check_climb_with_pooling(table, pairs, EVIDENCE),
-            check_pooling_top1(table, pairs, ctx.spread, EVIDENCE)]
+    return [check_climb_with_pooling(table, pairs), check_pooling_top1(table, pairs, ctx.spread)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .answer import NO_VARIANTS, Answer, not_answerable
+from .answer import NO_SPREAD, NO_VARIANTS, Answer, Question
 from .headline import group_models, present
 from .training import _rho
 
@@ -24,19 +24,18 @@ def pe_table(headline: pd.DataFrame, models: list[str], configs: dict) -> pd.Dat
     return table.iloc[order][PE_COLUMNS].reset_index(drop=True)
 
 
-QUESTION = "Does early decorrelation help (a larger Cliff, a higher top-1)?"
-EXPERIMENT = "fixed sin-cos PE at four strengths, from none to strong, retrained"
+QUESTION = Question("Does early decorrelation help (a larger Cliff, a higher top-1)?",
+                    "fixed sin-cos PE at four strengths, from none to strong, retrained", "F9, T15")
 
 
-def check_decorrelation_helps(table: pd.DataFrame, spread: pd.Series, evidence: str) -> Answer:
+def check_decorrelation_helps(table: pd.DataFrame, spread: pd.Series) -> Answer:
     """Over the fixed-PE models: yes when the model with the largest Cliff beats the one without
     PE by more than the seed spread and top-1 rises with the Cliff (Spearman rho > 0); no when
     the model without PE beats the largest Cliff by more than the spread; otherwise
     inconclusive."""
     fixed = table[table.pe != "learned"]
     if len(fixed) < 2 or not (fixed.pe == "none").any() or fixed.cliff_drop_pe.isna().all():
-        return not_answerable(QUESTION, EXPERIMENT, evidence,
-                              "the build lacks the model without PE or a fixed PE strength")
+        return QUESTION.cannot_answer("the build lacks the model without PE or a fixed PE strength")
     none = fixed[fixed.pe == "none"].iloc[0]
     largest = fixed.loc[fixed.cliff_drop_pe.idxmax()]
     rho = _rho(fixed.cliff_drop_pe.to_numpy(float), fixed.top1.to_numpy(float))
@@ -45,24 +44,19 @@ def check_decorrelation_helps(table: pd.DataFrame, spread: pd.Series, evidence: 
                          f"{r.pe_dominance_ratio:.3f})" for r in fixed.itertuples())
              + f"; Spearman rho(Cliff, top-1) = {rho:+.2f}; seed spread {spread.top1:.2f} points")
     if pd.isna(spread.top1):
-        return Answer(QUESTION, EXPERIMENT, found, evidence, None, "no seed spread to judge against")
+        return QUESTION.answer(found, None, NO_SPREAD)
     gain = largest.top1 - none.top1
     if gain > spread.top1 > 0 and rho > 0:
-        return Answer(QUESTION, EXPERIMENT, found, evidence, True,
-                      f"the largest Cliff ({largest.model}) gains {gain:.2f} points over no PE, beyond the "
-                      f"seed spread, and top-1 rises with the Cliff (rho {rho:+.2f})")
+        return QUESTION.answer(found, True, f"the largest Cliff ({largest.model}) gains {gain:.2f} points over "
+                               f"no PE, beyond the seed spread, and top-1 rises with the Cliff (rho {rho:+.2f})")
     if -gain > spread.top1 > 0:
-        return Answer(QUESTION, EXPERIMENT, found, evidence, False,
-                      f"the model without PE beats the largest Cliff ({largest.model}) by {-gain:.2f} points, "
-                      "beyond the seed spread")
-    return Answer(QUESTION, EXPERIMENT, found, evidence, None,
-                  f"the largest Cliff ({largest.model}) is within the seed spread of no PE ({gain:+.2f} points)"
-                  if abs(gain) <= spread.top1 else
-                  f"the largest Cliff gains beyond the seed spread, but top-1 does not rise with the Cliff "
-                  f"(rho {rho:+.2f})")
-
-
-EVIDENCE = "F9, T15"
+        return QUESTION.answer(found, False, f"the model without PE beats the largest Cliff ({largest.model}) "
+                               f"by {-gain:.2f} points, beyond the seed spread")
+    return QUESTION.answer(found, None,
+                           f"the largest Cliff ({largest.model}) is within the seed spread of no PE "
+                           f"({gain:+.2f} points)" if abs(gain) <= spread.top1 else
+                           f"the largest Cliff gains beyond the seed spread, but top-1 does not rise with "
+                           f"the Cliff (rho {rho:+.2f})")
 
 
 def pe_models(ctx) -> list[str]:
@@ -72,10 +66,10 @@ def pe_models(ctx) -> list[str]:
 
 def answers(ctx) -> list[Answer]:
     if not ctx.has_variants:
-        return [not_answerable(QUESTION, EXPERIMENT, EVIDENCE, NO_VARIANTS)]
+        return [QUESTION.cannot_answer(NO_VARIANTS)]
     models = pe_models(ctx)
     table = pe_table(ctx.headline, models, ctx.configs()) if models else pd.DataFrame(columns=PE_COLUMNS)
-    return [check_decorrelation_helps(table, ctx.spread, EVIDENCE)]
+    return [check_decorrelation_helps(table, ctx.spread)]
 
 
 def describe_bracket(table: pd.DataFrame) -> str:

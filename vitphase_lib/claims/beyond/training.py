@@ -12,7 +12,7 @@ from scipy.stats import rankdata
 
 from ... import layers
 from ...metrics.scrambling import ISI_THRESHOLDS, isi_regime
-from .answer import NO_VARIANTS, Answer, not_answerable
+from .answer import NO_VARIANTS, Answer, Question
 from .headline import phase_presence, phases_where_defined
 
 EVENTS = {"cliff": "Cliff", "plateau": "Plateau", "climb": "Climb", "hub_marginalized": "hub marginalized",
@@ -142,37 +142,33 @@ def rank_correlations(early: pd.DataFrame, final_top1: Mapping[str, float], seed
     return pd.DataFrame(rows)
 
 
-QUESTION = "Does CLS centrality or ISI early in training predict final top-1 better than early top-1 does?"
-EXPERIMENT = "rank correlation across the variant zoo, from the monitor logs"
+QUESTION = Question("Does CLS centrality or ISI early in training predict final top-1 better than early top-1 does?",
+                    "rank correlation across the variant zoo, from the monitor logs", "F11, F12, T17, T18")
 
 
-def check_early_signal(correlations: pd.DataFrame, fraction: float, evidence: str) -> Answer:
+def check_early_signal(correlations: pd.DataFrame, fraction: float) -> Answer:
     """Yes when CLS centrality or the ISI peak, each in its expected direction, ranks the final
     top-1 better than monitor top-1 over the whole bootstrap interval of the gain; no when
     monitor top-1 does better than both over it; otherwise inconclusive (within the bootstrap
     uncertainty)."""
     if correlations.empty or correlations.models.iloc[0] < 4:
-        return not_answerable(QUESTION, EXPERIMENT, evidence,
-                              "fewer than four models with [CLS], a monitor log and no hub intervention")
+        return QUESTION.cannot_answer("fewer than four models with [CLS], a monitor log and no hub intervention")
     rows = correlations.set_index("predictor")
     found = (f"at {fraction:.0%} of training, over {int(rows.models.iloc[0])} models: " + "; ".join(
         f"{p} rho {r.rho:+.2f} [{r.rho_low:+.2f}, {r.rho_high:+.2f}]" for p, r in rows.iterrows()))
     signals = [PREDICTORS["ccc_last"], PREDICTORS["isi_max"]]
     beats = [p for p in signals if rows.loc[p, "gain_low"] > 0]
     if beats:
-        return Answer(QUESTION, EXPERIMENT, found, evidence, True,
-                      f"{' and '.join(beats)} rank(s) the final top-1 better than monitor top-1 "
-                      f"over the whole {INTERVAL:.0%} bootstrap interval")
+        return QUESTION.answer(found, True, f"{' and '.join(beats)} rank(s) the final top-1 better than "
+                               f"monitor top-1 over the whole {INTERVAL:.0%} bootstrap interval")
     if all(rows.loc[p, "gain_high"] < 0 for p in signals):
-        return Answer(QUESTION, EXPERIMENT, found, evidence, False,
-                      f"monitor top-1 ranks the final top-1 better than both, over the whole "
-                      f"{INTERVAL:.0%} bootstrap interval")
-    return Answer(QUESTION, EXPERIMENT, found, evidence, None,
-                  f"the gains over monitor top-1 are within the {INTERVAL:.0%} bootstrap interval")
+        return QUESTION.answer(found, False, f"monitor top-1 ranks the final top-1 better than both, over the "
+                               f"whole {INTERVAL:.0%} bootstrap interval")
+    return QUESTION.answer(found, None, f"the gains over monitor top-1 are within the {INTERVAL:.0%} "
+                           "bootstrap interval")
 
 
 EARLY = 0.10  # the early point of the prediction: a tenth of training, logged by every zoo run
-EVIDENCE = "F11, F12, T17, T18"
 
 
 def per_step_table(ctx) -> pd.DataFrame:
@@ -197,12 +193,12 @@ def correlations_at(ctx, per_step: pd.DataFrame, fraction: float) -> pd.DataFram
 
 def answers(ctx) -> list[Answer]:
     if not ctx.has_variants:
-        return [not_answerable(QUESTION, EXPERIMENT, EVIDENCE, NO_VARIANTS)]
+        return [QUESTION.cannot_answer(NO_VARIANTS)]
     per_step = per_step_table(ctx)
     if per_step.empty:
-        return [not_answerable(QUESTION, EXPERIMENT, EVIDENCE, "no variant trained with a monitor")]
+        return [QUESTION.cannot_answer("no variant trained with a monitor")]
     early = correlations_at(ctx, per_step, EARLY)
-    return [check_early_signal(early, float(early.fraction.iloc[0]), EVIDENCE)]
+    return [check_early_signal(early, float(early.fraction.iloc[0]))]
 
 
 CURVE_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75)
