@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .answer import NO_SPREAD, NO_VARIANTS, Answer, Question, sides
-from .headline import BETTER_HIGHER, LABELS, compare, group_models, in_words, present
+from .headline import BETTER_HIGHER, LABELS, compare, group_models, in_words, points_of_spread, present
 
 DEPTH_COLUMNS = ["model", "blocks", "top1", "nc1", "nc2", "nc3", "nc4", "plateau_length", "climb",
                  "isi_min", "isi_max", "tradeoff_block", "tradeoff_depth"]
@@ -55,7 +55,7 @@ def check_depth_hurts(table: pd.DataFrame, base: str, spread: pd.Series) -> Answ
     fit = offset_fit(table)
     found = ("top-1 by depth: " + ", ".join(f"{d} block{'s' * (d != 1)} {v:.2f}%"
                                              for d, v in zip(table.blocks, table.top1))
-             + f"; seed spread {_spread_text(spread.top1)}. Trade-off block = {fit['intercept']:.1f} + "
+             + f"; seed spread {points_of_spread(spread.top1)}. Trade-off block = {fit['intercept']:.1f} + "
              f"{fit['slope']:.2f} x depth (the paper: about 0.83 more per added block)")
     deeper = [m for m in table.model if depth[m] > depth[base]]
     if not deeper:
@@ -72,11 +72,7 @@ def check_depth_hurts(table: pd.DataFrame, base: str, spread: pd.Series) -> Answ
         return DEPTH.answer(found, False, f"no model deeper than the base is worse beyond the seed spread, "
                             f"and {', '.join(better)} is better")
     return DEPTH.answer(found, None, f"every deeper model is within the seed spread "
-                        f"({_spread_text(spread.top1)}) of the base")
-
-
-def _spread_text(value: float) -> str:
-    return "n/a (no seeds)" if pd.isna(value) else f"{value:.2f} points"
+                        f"({points_of_spread(spread.top1)}) of the base")
 
 
 def mlp_table(headline: pd.DataFrame, base: str, variants: list[str], parameters: dict) -> pd.DataFrame:

@@ -170,6 +170,11 @@ def compare(value: float, reference: float, spread: float, higher_is_better: boo
     return "better" if (difference > 0) == higher_is_better else "worse"
 
 
+def points_of_spread(value: float) -> str:
+    """The seed spread of top-1 in words: '0.42 points', or 'n/a (no seeds)'."""
+    return "n/a (no seeds)" if pd.isna(value) else f"{value:.2f} points"
+
+
 def in_words(value: float, reference: float, spread: float, digits: int = 2) -> str:
     """'84.1 vs 85.0 (-0.9; seed spread 0.4: exceeds it)'."""
     if pd.isna(value) or pd.isna(reference):

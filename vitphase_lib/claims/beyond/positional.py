@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .answer import NO_SPREAD, NO_VARIANTS, Answer, Question
-from .headline import group_models, present
+from .headline import group_models, points_of_spread, present
 from .training import _rho
 
 PE_COLUMNS = ["model", "pe", "pe_scale", "pe_dominance_ratio", "cliff_drop_pe", "plateau_length",
@@ -42,7 +42,7 @@ def check_decorrelation_helps(table: pd.DataFrame, spread: pd.Series) -> Answer:
     found = ("top-1 and Cliff by PE scale: "
              + ", ".join(f"x{r.pe_scale:g} {r.top1:.2f}% (Cliff {r.cliff_drop_pe:+.4f}, PDR "
                          f"{r.pe_dominance_ratio:.3f})" for r in fixed.itertuples())
-             + f"; Spearman rho(Cliff, top-1) = {rho:+.2f}; seed spread {spread.top1:.2f} points")
+             + f"; Spearman rho(Cliff, top-1) = {rho:+.2f}; seed spread {points_of_spread(spread.top1)}")
     if pd.isna(spread.top1):
         return QUESTION.answer(found, None, NO_SPREAD)
     gain = largest.top1 - none.top1
