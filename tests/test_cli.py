@@ -89,6 +89,13 @@ def test_every_command_reports_user_errors_as_a_message(capsys, no_analysis, arg
     assert err.startswith("vitphase: error: ") and match in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("jobs", ["0", "-1", "two"])
+def test_book_refuses_a_number_of_jobs_below_one(capsys, jobs):
+    with pytest.raises(SystemExit) as exit_:
+        main(["book", "--jobs", jobs])
+    assert exit_.value.code == 2 and "--jobs" in capsys.readouterr().err
+
+
 def test_debug_shows_the_traceback(no_analysis):
     from vitphase_lib.loading import UnknownModelError
     with pytest.raises(UnknownModelError, match="tiny-x"):

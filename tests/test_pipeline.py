@@ -2,8 +2,9 @@
 from pathlib import Path
 
 import nbformat
+import pytest
 
-from vitphase_lib.pipeline import generate_ipynb, notebook_sources, tidy_executed_chapter
+from vitphase_lib.pipeline import build_book, generate_ipynb, notebook_sources, tidy_executed_chapter
 
 RECORDED_SMOKE = Path(__file__).parent / "notebooks"
 
@@ -163,3 +164,24 @@ def test_recorded_smoke_notebooks_fold_code_and_hide_checks():
                 assert "remove-cell" in tags, f"{path.name}: {cell.id}"
             elif cell.cell_type == "code" and path.stem != "90_your_own_model":
                 assert tags, f"{path.name}: {cell.id} is shown unfolded; re-record the smoke chapters"
+
+
+def _checked_outputs(path: Path) -> list[str]:
+    """The printed output of every cell nbval checks."""
+    cells = nbformat.read(path, as_version=4).cells
+    return ["".join(o.get("text", "") for o in c.get("outputs", []))
+            for c in cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+
+
+@pytest.mark.slow
+def test_chapters_executed_in_parallel_print_what_they_print_one_by_one(tmp_path):
+    build_book("smoke", only=["02_", "03_"], html=False, output_dir=tmp_path, jobs=2)
+    for name in ("02_cliff_plateau_climb", "03_positional_encoding"):
+        assert _checked_outputs(tmp_path / f"{name}.ipynb") == _checked_outputs(RECORDED_SMOKE / f"{name}.ipynb")
+
+
+@pytest.mark.slow
+def test_a_chapter_failing_in_parallel_names_itself_and_the_error(tmp_path):
+    with pytest.raises(RuntimeError, match=r"0[23]_.*\.py: .*tiny-x"):
+        build_book("smoke", only=["02_", "03_"], html=False, output_dir=tmp_path,
+                   overrides={"models": ["tiny-x"]}, jobs=2)

@@ -18,6 +18,7 @@ SIGTERM stops a command as Ctrl-C does, removing its temporary files.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -102,6 +103,33 @@ def parse_settings(settings: list[str] | None) -> dict:
     return parsed
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def precompute(study, report=print) -> None:
+    """Every table the chapters read, computed once (or found in the cache): each model's
+    analysis and PE scaling and, when the study names variants, the variant study's analyses,
+    geometry (T1b) and retention tables ("Beyond the paper")."""
+    for name in study.models:
+        summary = study.analysis(name)["summary"]
+        study.pe_scaling(name)
+        report(f"{name}: analysed {int(summary.images.iloc[0])} images (top-1 {float(summary.top1.iloc[0]):.2f}%)")
+    if study.variants:
+        from .claims.beyond import Context, noise
+        context = Context(study)
+        for name in context.vstudy.models:
+            context.vstudy.analysis(name)
+        for name in study.variants:
+            context.vstudy.geometry(name)
+        for name in noise.noise_models(context):
+            context.vstudy.retention(name)
+        report(f"the variant study: analysed {len(context.vstudy.models)} models "
+               f"({context.vstudy.n_images} images each)")
+
+
 def _analyse(args: argparse.Namespace) -> int:
     """Every cached analysis of a profile, so the chapters only load tables. Under ``torchrun``
     the ranks share the images and rank 0 writes the cache."""
@@ -113,22 +141,8 @@ def _analyse(args: argparse.Namespace) -> int:
     current = init_from_environment(study.device)
     try:
         study.check()  # every model, checkpoint and data path, before the first forward pass
-        for name in study.models:
-            summary = study.analysis(name)["summary"]
-            study.pe_scaling(name)
-            if current.is_main:
-                print(f"{name}: analysed {int(summary.images.iloc[0])} images "
-                      f"(top-1 {float(summary.top1.iloc[0]):.2f}%) on {current.size} process(es)")
-        if study.variants:  # the variant zoo's analyses, which "Beyond the paper" reads
-            from .claims.beyond import Context, noise
-            context = Context(study)
-            for name in context.vstudy.models:
-                context.vstudy.analysis(name)
-            for name in noise.noise_models(context):
-                context.vstudy.retention(name)
-            if current.is_main:
-                print(f"the variant study: analysed {len(context.vstudy.models)} models "
-                      f"({context.vstudy.n_images} images each) on {current.size} process(es)")
+        precompute(study, report=lambda line: print(f"{line} on {current.size} process(es)")
+                   if current.is_main else None)
     finally:
         if current.size > 1:
             dist.destroy_process_group()
@@ -139,11 +153,15 @@ def _book(args: argparse.Namespace) -> int:
     from .pipeline import CHAPTERS_DIR, build_book
     from .study import Study
     overrides = parse_settings(args.set)
+    study = Study.from_profile(args.profile, **overrides)
     # the chapters' parameters, checked here once rather than failing inside the first chapter
-    Study.from_profile(args.profile, **overrides).check()
+    study.check()
+    if args.jobs > 1 and not args.only:
+        # the heavy work once, on every core; the chapters then mostly read tables, several at a time
+        precompute(study)
     index = build_book(args.profile, only=args.only, html=not args.no_html,
                        output_dir=Path(args.output) if args.output else CHAPTERS_DIR,
-                       overrides=overrides)
+                       overrides=overrides, jobs=args.jobs)
     print(f"book: {index}" if not args.no_html else "chapters executed")
     return 0
 
@@ -198,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     book.add_argument("--output", help="folder for the executed notebooks (default book/chapters)")
     book.add_argument("--set", action="append", metavar="KEY=VALUE",
                       help="override a profile parameter in every chapter, e.g. --set dataset=/data/val")
+    book.add_argument("--jobs", type=_positive_int, default=min(4, os.cpu_count() or 1),
+                      help="chapters executed at once, the cores shared among them (default: the "
+                      "cores, at most 4); the tables they read are computed first, on every core")
     book.set_defaults(func=_book)
 
     analyse = commands.add_parser("analyse", help="compute and cache every model's analyses "

@@ -2,6 +2,7 @@
 papermill executes it with a profile, and Jupyter Book 1.x assembles the executed chapters."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -134,17 +135,62 @@ def execute_chapter(source: Path, profile: str, output_dir: Path = CHAPTERS_DIR,
 
 
 def build_book(profile: str, only: list[str] | None = None, html: bool = True,
-               output_dir: Path = CHAPTERS_DIR, overrides: dict | None = None) -> Path:
+               output_dir: Path = CHAPTERS_DIR, overrides: dict | None = None, jobs: int = 1) -> Path:
     """Execute the chapters on ``profile`` (``overrides``: other Study parameters, for every
-    chapter) and build the HTML book."""
+    chapter), ``jobs`` at a time, and build the HTML book."""
     sources = [s for s in notebook_sources() if not only or any(o in s.stem for o in only)]
     parameters = {"overrides": overrides} if overrides else None
-    for source in tqdm(sources, desc=f"chapters ({profile} profile)", unit="chapter"):
-        tqdm.write(f"executing {source.name}")
-        execute_chapter(source, profile, output_dir, parameters)
+    progress = tqdm(total=len(sources), desc=f"chapters ({profile} profile)", unit="chapter")
+    if jobs == 1:
+        for source in sources:
+            tqdm.write(f"executing {source.name}")
+            execute_chapter(source, profile, output_dir, parameters)
+            progress.update()
+    else:
+        _execute_in_parallel(sources, profile, output_dir, parameters, jobs, progress)
+    progress.close()
     if html:
         build_html(REPO_ROOT)
     return REPO_ROOT / "_build" / "html" / "index.html"
+
+
+def _execute_in_parallel(sources: list[Path], profile: str, output_dir: Path, parameters: dict | None,
+                         jobs: int, progress: tqdm) -> None:
+    """Chapters in ``jobs`` worker processes, each kernel with its share of the cores' threads
+    (two multi-threaded kernels on the same cores would spin against each other)."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_limit_threads,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(_execute_chapter_quietly, source, profile, output_dir, parameters): source
+                   for source in sources}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                if future.exception() is not None:
+                    pool.shutdown(cancel_futures=True)
+                    raise future.exception()
+                tqdm.write(f"executed {futures[future].name}")
+                progress.update()
+
+
+def _limit_threads(threads: str) -> None:
+    """A worker's environment, which its kernels inherit: the thread count, unless one is set."""
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, threads)
+
+
+def _execute_chapter_quietly(source: Path, profile: str, output_dir: Path, parameters: dict | None) -> Path:
+    """:func:`execute_chapter` in a worker process; a failed cell comes back as a RuntimeError
+    naming the chapter and the error (papermill's exception does not survive the trip between
+    processes; the executed notebook keeps the traceback)."""
+    try:
+        return execute_chapter(source, profile, output_dir, parameters)
+    except papermill.PapermillExecutionError as error:
+        raise RuntimeError(f"{source.name}: {error.ename}: {error.evalue} (the traceback is in "
+                           f"{output_dir / source.with_suffix('.ipynb').name})") from None
 
 
 BUILD_INFO = "this_build.md"  # written beside the executed chapters, included by the introduction
