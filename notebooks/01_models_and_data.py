@@ -105,7 +105,7 @@ plt.show()
 # seeds; the MLP halved or shared between adjacent blocks. Each trained with the training-time
 # monitor on. {numref}`tab-t1b` lists the variants of this profile, their test top-1
 # re-measured during this build on the stored weights (it must equal the recorded one) and the
-# PE Dominance Ratio measured on the analysis images.
+# PE Dominance Ratio measured on the images the "Beyond the paper" chapters analyse.
 
 # %%
 variants = study.variant_inventory()

@@ -111,8 +111,8 @@ def _positive_int(text: str) -> int:
 
 def precompute(study, report=print) -> None:
     """Every table the chapters read, computed once (or found in the cache): each model's
-    analysis and PE scaling and, when the study names variants, the variant study's analyses,
-    geometry (T1b) and retention tables ("Beyond the paper")."""
+    analysis and PE scaling and, when the study names variants, the variant study's analyses and
+    retention tables (T1b and "Beyond the paper")."""
     for name in study.models:
         summary = study.analysis(name)["summary"]
         study.pe_scaling(name)
@@ -122,8 +122,6 @@ def precompute(study, report=print) -> None:
         context = Context(study)
         for name in context.vstudy.models:
             context.vstudy.analysis(name)
-        for name in study.variants:
-            context.vstudy.geometry(name)
         for name in noise.noise_models(context):
             context.vstudy.retention(name)
         report(f"the variant study: analysed {len(context.vstudy.models)} models "

@@ -110,7 +110,7 @@ COLUMN_LABELS = {
     "cliff_from": "Cliff from", "plateau_from": "Plateau from", "climb_from": "Climb from",
     "hub_marginalized_from": "Hub marginalized from", "isi_final_regime_from": "Final ISI regime from",
     "final_isi_regime": "Final ISI regime", "predictor": "Predictor", "models": "Models",
-    "rho": "Spearman ρ", "rho_low": "ρ, 5%", "rho_high": "ρ, 95%",
+    "rho": "Spearman ρ", "fraction": "Fraction of training", "rho_low": "ρ, 5%", "rho_high": "ρ, 95%",
     "gain_low": "Gain in abs. ρ over top-1, 5%", "gain_high": "Gain in abs. ρ over top-1, 95%",
     "quantity": "Quantity", "spread": "Seed spread", "relative_spread": "Spread / mean magnitude",
     "infox_dims": "Principal components", "ridge": "Ridge", "isi_raw": "ISI of the raw layer", "layers": "Layers",

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from torch.utils.data import Dataset
 
-from .analysis import PassConfig, full_analysis_tables, geometry_tables, pe_scaling_tables
+from .analysis import PassConfig, full_analysis_tables, pe_scaling_tables
 from .data import analysis_splits, load_fashion_mnist
 from .errors import ParameterError, ProfileNotFoundError
 from .loading import (LoadedModel, load_model, meta_model, model_kind, resolve_model,
@@ -377,15 +377,6 @@ class Study:
         return pd.concat(frames, ignore_index=True)
 
     # ------------------------------------------------------------------ models chapter
-    def geometry(self, model_name: str) -> dict[str, pd.DataFrame]:
-        """Token similarity per layer, top-1 and the PE Dominance Ratio over the analysis images:
-        one pass, far cheaper than :meth:`analysis`. Tables: ``per_layer``, ``summary``."""
-        return cached_tables(
-            "geometry", self._key(model_name),
-            lambda: geometry_tables(self.model(model_name).model, self.data(model_name), self.pass_config,
-                                    desc=model_name),
-            refresh=self.refresh)
-
     def variant_study(self) -> "Study":
         """The study the "Beyond the paper" chapters analyse: every variant and, first, its base
         model, with ``variant_settings`` applied (so a variant and its base are measured alike)."""
@@ -409,14 +400,16 @@ class Study:
 
     def variant_inventory(self) -> pd.DataFrame:
         """T1b: the study's variants: base, change, parameters, test top-1 (re-measured; it must
-        equal the recorded one), PE Dominance Ratio and training time."""
+        equal the recorded one), PE Dominance Ratio (from the variant study's analysis, the
+        number the "Beyond the paper" chapters show) and training time."""
         from .models import VARIANTS
         if not self.variants:
             return pd.DataFrame()
+        analysed = self.variant_study()
         rows = []
         for row in self.model_inventory(self.variants).itertuples():
             variant = VARIANTS[row.model]
-            summary = self.geometry(row.model)["summary"]
+            summary = analysed.analysis(row.model)["summary"]
             rows.append({"variant": row.model, "group": variant.group, "base": variant.base,
                          "change": variant.change, "parameters": row.parameters,
                          "test_top1": row.test_top1,
