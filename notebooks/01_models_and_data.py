@@ -100,8 +100,8 @@ plt.show()
 # To test the paper's mechanisms causally, the project also trains *variants*, each differing from
 # its base (mini-S, and mini-B for pooling) by one named change, with the base's data, recipe and
 # seed: depth from 3 to 24 blocks at mini-S's width; average pooling instead of [CLS]; a fixed
-# 2-D sin-cos position embedding the network cannot rescale, at four strengths from none to four
-# times mini-S's own; the [CLS] hub removed or forced in the last third of the blocks; two more
+# 2-D sin-cos position embedding the network cannot rescale, at four strengths from none to above
+# mini-S's own; the [CLS] hub removed or forced in the last third of the blocks; two more
 # seeds; the MLP halved or shared between adjacent blocks. Each trained with the training-time
 # monitor on. {numref}`tab-t1b` lists the variants of this profile, their test top-1
 # re-measured during this build on the stored weights (it must equal the recorded one) and the

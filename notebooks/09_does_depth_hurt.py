@@ -56,9 +56,9 @@ if table is not None:
                            logy=("nc1",), xlabel="depth (blocks)")
     fit = beyond.depth.offset_fit(table)
     ax = fig.axes[4]
-    base_row = table.set_index("model").loc[ctx.registry[models[-1]].base]  # the line runs through the base
+    base_row = table.set_index("model").loc[beyond.depth.depth_base(study.variants, ctx.registry)]  # through the base
     xs = table.blocks.to_numpy(float)
-    ax.plot(xs, base_row.tradeoff_block + 0.83 * (xs - base_row.blocks), "--", c="grey", lw=1)
+    ax.plot(xs, base_row.tradeoff_block + beyond.depth.PAPER_SLOPE * (xs - base_row.blocks), "--", c="grey", lw=1)
     plt.show()
 
 # %%

@@ -18,8 +18,8 @@
 # the [CLS] readout, and suggests the check this chapter runs: replace [CLS] by average pooling and
 # train from scratch. Each pooled model here is its [CLS] twin with the token removed and the head
 # reading the mean patch token, trained with the same data, recipe and seed. {numref}`fig-f8` and
-# {numref}`tab-t14` put the twins side by side: phases (is there a Climb with average pooling
-# where there is none with [CLS]?), top-1, final geometry of the readout feature, ISI and ACI.
+# {numref}`tab-t14` put the twins side by side: phases (is there a Climb with average pooling, and
+# with [CLS]?), top-1, final geometry of the readout feature, ISI and ACI.
 
 # %% tags=["parameters"]
 profile = "default"  # base parameter set: smoke, default or paper (profiles/<name>.yaml)

@@ -17,10 +17,10 @@
 # C2 says the Cliff is driven by the positional encoding and that early decorrelation is useful.
 # Scaling the PE of a trained model ({ref}`chap-pe`) shows what the *trained* network does with a
 # stronger or weaker PE, not whether training with one helps. Here the learned PE is replaced by a
-# fixed 2-D sin-cos table the network cannot rescale, multiplied by a factor (none, and for mini-S
-# a quarter, the same and four times the norm of its learned PE), and each model is trained from
-# scratch. {numref}`fig-f9` and {numref}`tab-t15` give the Cliff, the PE Dominance Ratio, the
-# Plateau and top-1 against PE strength.
+# fixed 2-D sin-cos table the network cannot rescale, multiplied by a factor (zero, and three
+# factors chosen when the zoo was designed to bracket the norm of the base's learned PE), and each
+# model is trained from scratch. {numref}`fig-f9` and {numref}`tab-t15` give the Cliff, the PE
+# Dominance Ratio, the Plateau and top-1 against PE strength.
 
 # %% tags=["parameters"]
 profile = "default"  # base parameter set: smoke, default or paper (profiles/<name>.yaml)

@@ -15,15 +15,15 @@
 # # How much is noise, and how much is definition?
 #
 # Two things could make a difference between models look like a mechanism when it is not one. The
-# first is noise: retrained with another seed, the same model lands elsewhere. The base was trained
-# with three seeds; the range of each headline number over them, the *seed spread*
+# first is noise: retrained with another seed, the same model lands elsewhere. The base was also
+# trained with other seeds; the range of each headline number over them, the *seed spread*
 # ({numref}`tab-t19`), is what every comparison of the preceding chapters is judged against. The
 # second is definition: the Information Scrambling Index is a probe, ridge decoders of a chosen
-# size, and the paper names validating it as its first next check. This chapter re-measures the
-# ISI under other decoder budgets ({numref}`fig-f13`, {numref}`tab-t20`) and sets its
-# reconstruction proxy beside an independent measure of what a layer keeps of the raw patch
-# embeddings, linear CKA ({numref}`fig-f14`, {numref}`tab-t21`): is the paper's 0.004-0.009 band
-# a property of the models or of the probe?
+# size, and the paper names validating it as its first next check. This chapter re-measures the ISI
+# under other decoder budgets ({numref}`fig-f13`, {numref}`tab-t20`) and sets its reconstruction
+# proxy beside an independent measure of what a layer keeps of the raw patch embeddings, linear CKA
+# ({numref}`fig-f14`, {numref}`tab-t21`): is the paper's 0.004-0.009 band a property of the models
+# or of the probe?
 
 # %% tags=["parameters"]
 profile = "default"  # base parameter set: smoke, default or paper (profiles/<name>.yaml)
@@ -49,7 +49,7 @@ display(Markdown(ctx.describe()))
 # %%
 spread = beyond.spread_table(ctx.headline, ctx.seeds) if ctx.seeds else None
 if spread is not None:
-    display(plotting.myst_table(spread, "Headline numbers of the base trained with three seeds, their "
+    display(plotting.myst_table(spread, "Headline numbers of the base and its seed variants, their "
                                 "spread (max - min) and the spread relative to their mean magnitude.",
                                 "tab-t19"))
 

@@ -100,6 +100,12 @@ def test_climb_with_average_pooling(climbs, answer):
     assert pooling.check_climb_with_pooling(table, [("s", "s-avg"), ("b", "b-avg")]).answer is answer
 
 
+def test_a_pooled_model_too_shallow_to_segment_leaves_the_climb_open():
+    table = pairs_table([False, True, False, pd.NA], [80.0] * 4)
+    result = pooling.check_climb_with_pooling(table, [("s", "s-avg"), ("b", "b-avg")])
+    assert result.answer is None and "too few blocks" in result.reason and "b-avg: Climb n/a" in result.found
+
+
 @pytest.mark.parametrize("top1, answer", [([85, 83, 86, 86], True), ([85, 86, 86, 87], False),
                                           ([85, 85.2, 86, 85.9], None)])
 def test_pooling_top1(top1, answer):
@@ -124,6 +130,13 @@ def pe_rows(top1: list[float], cliff: list[float]) -> pd.DataFrame:
 def test_decorrelation_helps(top1, cliff, answer):
     table = pe_rows([float(v) for v in top1], cliff)
     assert positional.check_decorrelation_helps(table, spread(top1=0.5)).answer is answer
+
+
+def test_decorrelation_without_a_usable_spread_says_so():
+    table = pe_rows([80.0, 81, 83, 84, 84], [0, .01, .02, .03, .02])
+    for width in (0.0, np.nan):  # seeds that agree exactly decide nothing, as no seeds
+        result = positional.check_decorrelation_helps(table, spread(top1=width))
+        assert result.answer is None and result.reason == beyond.answer.NO_SPREAD
 
 
 def test_pe_table_orders_by_strength_with_the_learned_pe_last():
@@ -239,6 +252,9 @@ def test_the_budget_check():
     fixed = {**same, ("a", 16, 0.1): 0.03}  # a fixed ridge moves the regime: reported, not judged
     assert noise.check_budget(noise.budget_summary(budget(fixed)), 0.001).answer is True
     assert (noise.budget_summary(budget(same)).isi_raw == 0).all()
+    no_seeds = noise.check_budget(noise.budget_summary(budget(moved)), np.nan)
+    assert no_seeds.answer is None and no_seeds.reason.endswith("there is no seed spread to judge against")
+    assert "no seed spread of the ISI peak" in no_seeds.found
 
 
 def test_chance_of_exceeding_the_range_of_three_seeds():
@@ -288,8 +304,8 @@ def test_rho_is_spearmans():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=15), rng.normal(size=15)
     x[3] = x[4]  # a tie
-    assert training._rho(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
-    assert np.isnan(training._rho(np.ones(5), y[:5]))
+    assert training.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    assert np.isnan(training.spearman(np.ones(5), y[:5]))
 
 
 def test_curves_too_short_to_segment_get_a_row_of_nan():

@@ -18,7 +18,6 @@ SIGTERM stops a command as Ctrl-C does, removing its temporary files.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -148,18 +147,19 @@ def _analyse(args: argparse.Namespace) -> int:
 
 
 def _book(args: argparse.Namespace) -> int:
-    from .pipeline import CHAPTERS_DIR, build_book
+    from .pipeline import CHAPTERS_DIR, build_book, cpu_cores
     from .study import Study
     overrides = parse_settings(args.set)
+    jobs = args.jobs or min(4, cpu_cores())
     study = Study.from_profile(args.profile, **overrides)
     # the chapters' parameters, checked here once rather than failing inside the first chapter
     study.check()
-    if args.jobs > 1 and not args.only:
+    if jobs > 1 and not args.only:
         # the heavy work once, on every core; the chapters then mostly read tables, several at a time
         precompute(study)
     index = build_book(args.profile, only=args.only, html=not args.no_html,
                        output_dir=Path(args.output) if args.output else CHAPTERS_DIR,
-                       overrides=overrides, jobs=args.jobs)
+                       overrides=overrides, jobs=jobs)
     print(f"book: {index}" if not args.no_html else "chapters executed")
     return 0
 
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     book.add_argument("--output", help="folder for the executed notebooks (default book/chapters)")
     book.add_argument("--set", action="append", metavar="KEY=VALUE",
                       help="override a profile parameter in every chapter, e.g. --set dataset=/data/val")
-    book.add_argument("--jobs", type=_positive_int, default=min(4, os.cpu_count() or 1),
+    book.add_argument("--jobs", type=_positive_int,
                       help="chapters executed at once, the cores shared among them (default: the "
                       "cores, at most 4); the tables they read are computed first, on every core")
     book.set_defaults(func=_book)

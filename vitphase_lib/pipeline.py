@@ -140,15 +140,15 @@ def build_book(profile: str, only: list[str] | None = None, html: bool = True,
     chapter), ``jobs`` at a time, and build the HTML book."""
     sources = [s for s in notebook_sources() if not only or any(o in s.stem for o in only)]
     parameters = {"overrides": overrides} if overrides else None
-    progress = tqdm(total=len(sources), desc=f"chapters ({profile} profile)", unit="chapter")
-    if jobs == 1:
-        for source in sources:
-            tqdm.write(f"executing {source.name}")
-            execute_chapter(source, profile, output_dir, parameters)
-            progress.update()
-    else:
-        _execute_in_parallel(sources, profile, output_dir, parameters, jobs, progress)
-    progress.close()
+    jobs = min(jobs, len(sources))
+    with tqdm(total=len(sources), desc=f"chapters ({profile} profile)", unit="chapter") as progress:
+        if jobs <= 1:
+            for source in sources:
+                tqdm.write(f"executing {source.name}")
+                execute_chapter(source, profile, output_dir, parameters)
+                progress.update()
+        else:
+            _execute_in_parallel(sources, profile, output_dir, parameters, jobs, progress)
     if html:
         build_html(REPO_ROOT)
     return REPO_ROOT / "_build" / "html" / "index.html"
@@ -160,7 +160,7 @@ def _execute_in_parallel(sources: list[Path], profile: str, output_dir: Path, pa
     (two multi-threaded kernels on the same cores would spin against each other)."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    threads = str(max(1, cpu_cores() // jobs))
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_limit_threads,
                              initargs=(threads,)) as pool:
         futures = {pool.submit(_execute_chapter_quietly, source, profile, output_dir, parameters): source
@@ -170,6 +170,7 @@ def _execute_in_parallel(sources: list[Path], profile: str, output_dir: Path, pa
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 if future.exception() is not None:
+                    tqdm.write(f"{futures[future].name} failed; waiting for the chapters still running")
                     pool.shutdown(cancel_futures=True)
                     raise future.exception()
                 tqdm.write(f"executed {futures[future].name}")
@@ -183,14 +184,21 @@ def _limit_threads(threads: str) -> None:
 
 
 def _execute_chapter_quietly(source: Path, profile: str, output_dir: Path, parameters: dict | None) -> Path:
-    """:func:`execute_chapter` in a worker process; a failed cell comes back as a RuntimeError
-    naming the chapter and the error (papermill's exception does not survive the trip between
-    processes; the executed notebook keeps the traceback)."""
+    """:func:`execute_chapter` in a worker process; a failure comes back as a RuntimeError naming
+    the chapter and the error (papermill's exceptions do not survive the trip between processes;
+    after a failed cell, the executed notebook keeps the traceback)."""
     try:
         return execute_chapter(source, profile, output_dir, parameters)
     except papermill.PapermillExecutionError as error:
         raise RuntimeError(f"{source.name}: {error.ename}: {error.evalue} (the traceback is in "
                            f"{output_dir / source.with_suffix('.ipynb').name})") from None
+    except Exception as error:  # a dead kernel, an unreadable source, ...
+        raise RuntimeError(f"{source.name}: {type(error).__name__}: {error}") from None
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (a container's share, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 BUILD_INFO = "this_build.md"  # written beside the executed chapters, included by the introduction

@@ -11,7 +11,8 @@ PAPER = {
     "patches": 196,  # ViT-S/B/L/16 at 224 px: the paper's centering floor is -1/195
     "isi_band_vit_b": (0.004, 0.009),
     "isi_peak_vit_l": 0.031,
-    "tradeoff_offset_layers": 10,
+    "tradeoff_offset_layers": 10,  # ViT-L reaches ViT-B's trade-off about 10 blocks later ...
+    "blocks_added_b_to_l": 12,  # ... with 12 more blocks (24 against 12)
     "isi_failure_threshold": ISI_THRESHOLDS[1],  # the chaotic regime starts above it
     "cls_centrality_failure_threshold": 0.01,
     "climb_blocks": (3, 4),

@@ -3,6 +3,7 @@ variant zoo's tables, in the one vocabulary of the Summary's table C6."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 NO_VARIANTS = "this profile names no variant zoo (parameter 'variants')"
 # answer -> the verdict written in table C6
@@ -35,7 +36,7 @@ class Answer:
                 "verdict": self.verdict}
 
     def headline(self, profile: str) -> str:
-        """The chapter's bold answer: '**Answer (smoke profile): inconclusive** — why.'"""
+        """The chapter's bold answer: '**Does depth hurt? Answer (smoke profile): inconclusive** — why.'"""
         return f"**{self.question} Answer ({profile} profile): {self.verdict}** — {self.reason}."
 
 
@@ -59,9 +60,23 @@ class Question:
 NO_SPREAD = "no seed spread to judge against"
 
 
-def sides(outcomes: dict) -> tuple[list, list] | None:
-    """The keys of ``outcomes`` (values of :func:`.headline.compare`) judged better and judged
-    worse beyond the seed spread; None when none could be judged (no seed spread)."""
+class Sides(NamedTuple):
+    """What :func:`sides` found: the compared things judged better, worse, and undecided (no
+    seed spread for that quantity)."""
+
+    better: list
+    worse: list
+    undecided: list
+
+    def within(self) -> str:
+        """The reason when nothing is better or worse: every difference within the spread."""
+        return ("every difference is within the seed spread"
+                + (f" ({', '.join(self.undecided)}: no spread to judge by)" if self.undecided else ""))
+
+
+def sides(outcomes: dict) -> Sides | None:
+    """The keys of ``outcomes`` (values of :func:`.headline.compare`) by verdict; None when none
+    could be judged (no seed spread)."""
     if all(v == "unknown" for v in outcomes.values()):
         return None
-    return [k for k, v in outcomes.items() if v == "better"], [k for k, v in outcomes.items() if v == "worse"]
+    return Sides(*([k for k, v in outcomes.items() if v == verdict] for verdict in ("better", "worse", "unknown")))

@@ -5,31 +5,39 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..paper import PAPER
 from .answer import NO_SPREAD, NO_VARIANTS, Answer, Question, sides
-from .headline import BETTER_HIGHER, LABELS, compare, group_models, in_words, points_of_spread, present
+from .headline import BETTER_HIGHER, LABELS, compare, group_models, in_words, points_of_spread, rows_of
 
+PAPER_SLOPE = PAPER["tradeoff_offset_layers"] / PAPER["blocks_added_b_to_l"]  # trade-off blocks per added block
 DEPTH_COLUMNS = ["model", "blocks", "top1", "nc1", "nc2", "nc3", "nc4", "plateau_length", "climb",
                  "isi_min", "isi_max", "tradeoff_block", "tradeoff_depth"]
+
+
+def depth_base(variant_names, variants) -> str | None:
+    """The model the depth variants among ``variant_names`` change (None without any)."""
+    return next((variants[m].base for m in variant_names if variants[m].group == "depth"), None)
 
 
 def depth_models(variant_names, variants) -> list[str]:
     """The depth variants among ``variant_names`` and their base, shallowest first."""
     from ...models import ALL_MINI_CONFIGS
-    depth = [m for m in variant_names if variants[m].group == "depth"]
-    if not depth:
+    base = depth_base(variant_names, variants)
+    if base is None:
         return []
-    return sorted([variants[depth[0]].base, *depth], key=lambda m: ALL_MINI_CONFIGS[m].depth)
+    depth = [m for m in variant_names if variants[m].group == "depth"]
+    return sorted([base, *depth], key=lambda m: ALL_MINI_CONFIGS[m].depth)
 
 
 def depth_table(headline: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     """The depth sweep: one row per model, shallowest first."""
-    table = headline.set_index("model").loc[present(headline, models)].reset_index()
+    table = rows_of(headline, models)
     return table[DEPTH_COLUMNS].sort_values("blocks", ignore_index=True)
 
 
 def offset_fit(table: pd.DataFrame) -> dict:
     """Least-squares line of the trade-off block against depth: how many blocks later the
-    trade-off comes per added block (the paper's ~10 blocks for 12 more is 0.83 per block)."""
+    trade-off comes per added block (the paper's ~10 blocks for 12 more: :data:`PAPER_SLOPE`)."""
     known = table.dropna(subset=["tradeoff_block"])
     if known.blocks.nunique() < 2:
         return {"slope": float("nan"), "intercept": float("nan"), "models": len(known)}
@@ -56,7 +64,7 @@ def check_depth_hurts(table: pd.DataFrame, base: str, spread: pd.Series) -> Answ
     found = ("top-1 by depth: " + ", ".join(f"{d} block{'s' * (d != 1)} {v:.2f}%"
                                              for d, v in zip(table.blocks, table.top1))
              + f"; seed spread {points_of_spread(spread.top1)}. Trade-off block = {fit['intercept']:.1f} + "
-             f"{fit['slope']:.2f} x depth (the paper: about 0.83 more per added block)")
+             f"{fit['slope']:.2f} x depth (the paper: about {PAPER_SLOPE:.2f} more per added block)")
     deeper = [m for m in table.model if depth[m] > depth[base]]
     if not deeper:
         return DEPTH.answer(found, None, "no model deeper than the base")
@@ -64,7 +72,7 @@ def check_depth_hurts(table: pd.DataFrame, base: str, spread: pd.Series) -> Answ
                     for m in deeper})
     if judged is None:
         return DEPTH.answer(found, None, NO_SPREAD)
-    better, worse = judged
+    better, worse, _ = judged
     if worse:
         return DEPTH.answer(found, True, f"deeper than the base's {depth[base]} blocks, top-1 falls by more "
                             f"than the seed spread at {', '.join(worse)}")
@@ -77,7 +85,7 @@ def check_depth_hurts(table: pd.DataFrame, base: str, spread: pd.Series) -> Answ
 
 def mlp_table(headline: pd.DataFrame, base: str, variants: list[str], parameters: dict) -> pd.DataFrame:
     """The base and its MLP variants: parameters, top-1 and final geometry."""
-    table = headline.set_index("model").loc[present(headline, [base, *variants])].reset_index()
+    table = rows_of(headline, [base, *variants])
     table.insert(1, "parameters", table.model.map(parameters))
     return table[["model", "parameters", "top1", "nc1", "nc2", "nc3", "nc4", "isi_max", "tradeoff_block"]]
 
@@ -101,13 +109,13 @@ def check_mlp_costs(table: pd.DataFrame, spread: pd.Series) -> Answer:
     judged = sides(outcomes)
     if judged is None:
         return MLP.answer(found, None, NO_SPREAD)
-    better, worse = judged
+    better, worse, _ = judged
     if worse:
         return MLP.answer(found, True, "worse than the base beyond the seed spread: " + ", ".join(worse))
     if better:
         return MLP.answer(found, False, "neither reduction is worse than the base beyond the seed spread, and "
                           + ", ".join(better) + " is better beyond it")
-    return MLP.answer(found, None, "every difference from the base is within the seed spread")
+    return MLP.answer(found, None, judged.within())
 
 
 def answers(ctx) -> list[Answer]:
@@ -116,7 +124,7 @@ def answers(ctx) -> list[Answer]:
         return [DEPTH.cannot_answer(NO_VARIANTS), MLP.cannot_answer(NO_VARIANTS)]
     models = depth_models(ctx.study.variants, ctx.registry)
     table = depth_table(ctx.headline, models) if models else pd.DataFrame()
-    base = ctx.registry[next(m for m in models if m in ctx.registry)].base if models else ""
+    base = depth_base(ctx.study.variants, ctx.registry) or ""
     mlp = group_models(ctx.study.variants, ctx.registry, "mlp")
     mlp_rows = mlp_table(ctx.headline, mlp[0], mlp[1:], ctx.parameters(mlp)) if mlp else pd.DataFrame()
     return [check_depth_hurts(table, base, ctx.spread), check_mlp_costs(mlp_rows, ctx.spread)]

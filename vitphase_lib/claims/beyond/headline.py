@@ -122,10 +122,10 @@ def headline_metrics(study) -> pd.DataFrame:
                           study.isi_thresholds, study.tradeoff_fraction)
 
 
-def present(headline: pd.DataFrame, models) -> list[str]:
-    """The models of ``models`` that the headline table holds, in order."""
+def rows_of(headline: pd.DataFrame, models) -> pd.DataFrame:
+    """The headline rows of those of ``models`` it holds, in the order of ``models``."""
     held = set(headline.model)
-    return [m for m in models if m in held]
+    return headline.set_index("model").loc[[m for m in models if m in held]].reset_index()
 
 
 def seed_models(models, variants: Mapping) -> list[str]:
@@ -138,7 +138,7 @@ def seed_spread(headline: pd.DataFrame, seeds: list[str]) -> pd.Series:
     """Per headline number, its range (max - min) over the models ``seeds`` that differ only by
     seed; NaN with fewer than two of them."""
     columns = [c for c in LABELS if c in headline]
-    rows = headline.set_index("model").loc[[s for s in seeds if s in set(headline.model)], columns]
+    rows = rows_of(headline, seeds).set_index("model")[columns]
     if len(rows) < 2:
         return pd.Series(np.nan, index=columns)
     return rows.astype(float).max() - rows.astype(float).min()
@@ -148,8 +148,9 @@ def spread_table(headline: pd.DataFrame, seeds: list[str]) -> pd.DataFrame:
     """The seed models' headline numbers side by side with their spread (range) and the spread
     relative to the mean magnitude."""
     columns = [c for c in LABELS if c in headline]
-    seeds = present(headline, seeds)
-    values = headline.set_index("model").loc[seeds, columns].astype(float).T
+    rows = rows_of(headline, seeds).set_index("model")[columns]
+    seeds = list(rows.index)
+    values = rows.astype(float).T
     values.insert(0, "quantity", [LABELS[c] for c in columns])
     values["spread"] = values[seeds].max(axis=1) - values[seeds].min(axis=1)
     values["relative_spread"] = values.spread / values[seeds].mean(axis=1).abs()

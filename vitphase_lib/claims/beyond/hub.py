@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .answer import NO_SPREAD, NO_VARIANTS, Answer, Question, sides
-from .headline import BETTER_HIGHER, LABELS, compare, group_models, in_words, present
+from .headline import BETTER_HIGHER, LABELS, compare, group_models, in_words, rows_of
 
 HUB_COLUMNS = ["model", "ccc_late_x_uniform", "ccc_last_x_uniform", "aci_late", "nc1", "nc2",
                "isi_max", "top1"]
@@ -15,7 +15,7 @@ FORCED_X_UNIFORM = 5.0  # what the forced hub guarantees, averaged over the inte
 
 
 def hub_table(headline: pd.DataFrame, models: list[str]) -> pd.DataFrame:
-    return headline.set_index("model").loc[present(headline, models)].reset_index()[HUB_COLUMNS]
+    return rows_of(headline, models)[HUB_COLUMNS]
 
 
 REMOVED = Question("Does removing the late [CLS] hub improve consensus, geometry or top-1?",
@@ -46,14 +46,14 @@ def check_hub_removed(table: pd.DataFrame, models: list[str], variants, spread: 
     judged = sides({LABELS[m]: compare(row[m], base[m], spread[m], BETTER_HIGHER[m]) for m in REMOVAL_MEASURES})
     if judged is None:
         return REMOVED.answer(found, None, NO_SPREAD)
-    better, worse = judged
+    better, worse, _ = judged
     if better and not worse:
         return REMOVED.answer(found, True, f"better beyond the seed spread in {', '.join(better)}, worse in none")
     if worse and not better:
         return REMOVED.answer(found, False, f"better in none beyond the seed spread, worse in {', '.join(worse)}")
     if better and worse:
         return REMOVED.answer(found, None, f"better in {', '.join(better)} but worse in {', '.join(worse)}")
-    return REMOVED.answer(found, None, "every difference is within the seed spread")
+    return REMOVED.answer(found, None, judged.within())
 
 
 def check_hub_forced(table: pd.DataFrame, models: list[str], variants, spread: pd.Series) -> Answer:

@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 
 from ... import layers
 from ...metrics.scrambling import ISI_THRESHOLDS, isi_regime
-from .answer import NO_VARIANTS, Answer, Question
+from .answer import NO_SPREAD, NO_VARIANTS, Answer, Question
 
 # agreement of the reconstruction proxy with CKA across layers (Spearman rho, every model):
 # at least AGREES is agreement, below DISAGREES in any model is disagreement
@@ -54,12 +54,15 @@ def check_budget(summary: pd.DataFrame, seed_spread_isi_max: float) -> Answer:
         f"ridge ({', '.join(dict.fromkeys(rows.regime_at_peak))}), "
         f"{summary[summary.model == model].isi_max.min():.4f} to {summary[summary.model == model].isi_max.max():.4f} "
         "with the fixed ridges too" for model, rows in cv.groupby("model", sort=False))
-    found += f"; the seed spread of the ISI peak is {seed_spread_isi_max:.4f}"
+    found += ("; no seed spread of the ISI peak" if pd.isna(seed_spread_isi_max) else
+              f"; the seed spread of the ISI peak is {seed_spread_isi_max:.4f}")
     moved = cv.groupby("model", sort=False).isi_max.agg(lambda v: v.max() - v.min())
     changed = [m for m, rows in cv.groupby("model", sort=False) if rows.regime_at_peak.nunique() > 1]
     if not changed:
         return BUDGET.answer(found, True, "every model keeps its regime under every number of components")
-    beyond_noise = [m for m in changed if moved[m] > seed_spread_isi_max > 0]
+    if not seed_spread_isi_max > 0:
+        return BUDGET.answer(found, None, f"the regime of {', '.join(changed)} changes, and there is {NO_SPREAD}")
+    beyond_noise = [m for m in changed if moved[m] > seed_spread_isi_max]
     if beyond_noise:
         return BUDGET.answer(found, False, f"the regime of {', '.join(beyond_noise)} changes with the number "
                              f"of components, its ISI peak moving by up to {moved[beyond_noise].max():.4f}, "
@@ -76,6 +79,7 @@ def chance_of_exceeding(seeds: int = 3, draws: int = 200_000, seed: int = 0) -> 
     runs = rng.normal(size=(draws, seeds))
     variant = rng.normal(size=draws)
     return float(np.mean(np.abs(variant - runs[:, 0]) > np.ptp(runs, axis=1)))
+
 
 def retention_agreement(cka: pd.DataFrame, scrambling: pd.DataFrame) -> pd.DataFrame:
     """Per model, Spearman rho across the layers after raw (pe, blocks) between the

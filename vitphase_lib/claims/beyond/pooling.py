@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .answer import NO_SPREAD, NO_VARIANTS, Answer, Question, sides
-from .headline import compare, in_words, present
+from .headline import compare, in_words, rows_of
 
 POOLING_COLUMNS = ["model", "readout", "top1", "climb", "climb_rise", "plateau_length",
                    "nc1", "nc2", "nc3", "nc4", "isi_max", "aci_late", "aci_last", "ccc_late_x_uniform"]
@@ -18,7 +18,7 @@ def pooling_pairs(variant_names, variants) -> list[tuple[str, str]]:
 
 def pooling_table(headline: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     models = [m for pair in pairs for m in pair]
-    table = headline.set_index("model").loc[present(headline, models)].reset_index()
+    table = rows_of(headline, models)
     table["readout"] = table.feature.map({"cls": "[CLS]", "mean": "mean patch token"})
     return table[POOLING_COLUMNS]
 
@@ -37,12 +37,15 @@ def check_climb_with_pooling(table: pd.DataFrame, pairs) -> Answer:
     pairs are inconclusive. ``found`` says whether the [CLS] twins have one."""
     if not _complete(table, pairs):
         return CLIMB.cannot_answer("the build has no pooling variants")
-    climb = table.set_index("model").climb.fillna(False).astype(bool)
+    climb = table.set_index("model").climb  # NA: too few blocks to segment
     rise = table.set_index("model").climb_rise
-    found = "; ".join(f"{cls}: Climb {'yes' if climb[cls] else 'no'} (rise {rise[cls]:+.4f}), {avg}: "
-                      f"Climb {'yes' if climb[avg] else 'no'} (rise {rise[avg]:+.4f})" for cls, avg in pairs)
+    said = {m: "n/a" if pd.isna(climb[m]) else "yes" if climb[m] else "no" for m in climb.index}
+    found = "; ".join(f"{cls}: Climb {said[cls]} (rise {rise[cls]:+.4f}), {avg}: Climb {said[avg]} "
+                      f"(rise {rise[avg]:+.4f})" for cls, avg in pairs)
+    if any(pd.isna(climb[avg]) for _, avg in pairs):
+        return CLIMB.answer(found, None, "a pooled model has too few blocks to segment its curve")
     pooled = [bool(climb[avg]) for _, avg in pairs]
-    with_cls = [bool(climb[cls]) for cls, _ in pairs]
+    with_cls = [said[cls] == "yes" for cls, _ in pairs]
     if all(pooled):
         return CLIMB.answer(found, True, f"every average-pooled model has a Climb; {sum(with_cls)} of the "
                             f"{len(pairs)} [CLS] twins {'has' if sum(with_cls) == 1 else 'have'} one")
@@ -63,7 +66,7 @@ def check_pooling_top1(table: pd.DataFrame, pairs, spread: pd.Series) -> Answer:
     judged = sides({avg: compare(top1[avg], top1[cls], spread.top1) for cls, avg in pairs})
     if judged is None:
         return TOP1.answer(found, None, NO_SPREAD)
-    better, worse = judged
+    better, worse, _ = judged
     if worse:
         return TOP1.answer(found, True, f"{', '.join(worse)} is below its [CLS] twin beyond the seed spread")
     if better:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from .answer import NO_SPREAD, NO_VARIANTS, Answer, Question
-from .headline import group_models, points_of_spread, present
-from .training import _rho
+from .headline import compare, group_models, points_of_spread, rows_of
+from .training import spearman
 
 PE_COLUMNS = ["model", "pe", "pe_scale", "pe_dominance_ratio", "cliff_drop_pe", "plateau_length",
               "climb", "top1"]
@@ -15,7 +15,7 @@ PE_COLUMNS = ["model", "pe", "pe_scale", "pe_dominance_ratio", "cliff_drop_pe", 
 
 def pe_table(headline: pd.DataFrame, models: list[str], configs: dict) -> pd.DataFrame:
     """The PE-strength models, weakest first, the base's learned PE last."""
-    table = headline.set_index("model").loc[present(headline, models)].reset_index()
+    table = rows_of(headline, models)
     table["pe"] = table.model.map(lambda m: "learned" if configs[m].pos_embed == "learned" else
                                   "none" if configs[m].pe_scale == 0 else "sin-cos")
     table["pe_scale"] = table.model.map(lambda m: float("nan") if configs[m].pos_embed == "learned"
@@ -38,25 +38,27 @@ def check_decorrelation_helps(table: pd.DataFrame, spread: pd.Series) -> Answer:
         return QUESTION.cannot_answer("the build lacks the model without PE or a fixed PE strength")
     none = fixed[fixed.pe == "none"].iloc[0]
     largest = fixed.loc[fixed.cliff_drop_pe.idxmax()]
-    rho = _rho(fixed.cliff_drop_pe.to_numpy(float), fixed.top1.to_numpy(float))
+    rho = spearman(fixed.cliff_drop_pe.to_numpy(float), fixed.top1.to_numpy(float))
     found = ("top-1 and Cliff by PE scale: "
              + ", ".join(f"x{r.pe_scale:g} {r.top1:.2f}% (Cliff {r.cliff_drop_pe:+.4f}, PDR "
                          f"{r.pe_dominance_ratio:.3f})" for r in fixed.itertuples())
              + f"; Spearman rho(Cliff, top-1) = {rho:+.2f}; seed spread {points_of_spread(spread.top1)}")
-    if pd.isna(spread.top1):
-        return QUESTION.answer(found, None, NO_SPREAD)
+    outcome = compare(largest.top1, none.top1, spread.top1)
     gain = largest.top1 - none.top1
-    if gain > spread.top1 > 0 and rho > 0:
-        return QUESTION.answer(found, True, f"the largest Cliff ({largest.model}) gains {gain:.2f} points over "
-                               f"no PE, beyond the seed spread, and top-1 rises with the Cliff (rho {rho:+.2f})")
-    if -gain > spread.top1 > 0:
+    if outcome == "unknown":
+        return QUESTION.answer(found, None, NO_SPREAD)
+    if outcome == "worse":
         return QUESTION.answer(found, False, f"the model without PE beats the largest Cliff ({largest.model}) "
                                f"by {-gain:.2f} points, beyond the seed spread")
-    return QUESTION.answer(found, None,
-                           f"the largest Cliff ({largest.model}) is within the seed spread of no PE "
-                           f"({gain:+.2f} points)" if abs(gain) <= spread.top1 else
-                           f"the largest Cliff gains beyond the seed spread, but top-1 does not rise with "
-                           f"the Cliff (rho {rho:+.2f})")
+    if outcome == "within":
+        return QUESTION.answer(found, None, f"the largest Cliff ({largest.model}) is within the seed spread "
+                               f"of no PE ({gain:+.2f} points)")
+    if rho > 0:
+        return QUESTION.answer(found, True, f"the largest Cliff ({largest.model}) gains {gain:.2f} points over "
+                               f"no PE, beyond the seed spread, and top-1 rises with the Cliff (rho {rho:+.2f})")
+    return QUESTION.answer(found, None, f"the largest Cliff gains beyond the seed spread, but top-1 does not "
+                           f"rise with the Cliff (rho {rho:+.2f})" if not pd.isna(rho) else
+                           "the largest Cliff gains beyond the seed spread, but the Cliffs cannot be ranked")
 
 
 def pe_models(ctx) -> list[str]:

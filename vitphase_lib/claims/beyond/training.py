@@ -100,7 +100,7 @@ def predicting_models(per_step: pd.DataFrame, variants) -> pd.DataFrame:
     return per_step[~per_step.model.map(lambda m: m in variants and variants[m].group == "hub")]
 
 
-def _rho(x, y) -> float:
+def spearman(x, y) -> float:
     """Spearman's rho (Pearson's r of the ranks, ties averaged); NaN when either side is constant."""
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
@@ -129,7 +129,7 @@ def rank_correlations(early: pd.DataFrame, final_top1: Mapping[str, float], seed
     for _ in range(BOOTSTRAP if len(frame) >= 3 else 0):
         pick = rng.integers(0, len(frame), len(frame))
         for p in PREDICTORS:
-            draws[p].append(_rho(values[p][pick], y[pick]))
+            draws[p].append(spearman(values[p][pick], y[pick]))
     base = DIRECTION["monitor_top1"] * np.array(draws["monitor_top1"])
     rows = []
     for p, label in PREDICTORS.items():
@@ -137,7 +137,7 @@ def rank_correlations(early: pd.DataFrame, final_top1: Mapping[str, float], seed
         low, high = _interval(rhos)
         gain_low, gain_high = ((float("nan"),) * 2 if p == "monitor_top1"
                                else _interval(DIRECTION[p] * rhos - base))
-        rows.append({"predictor": label, "models": len(frame), "rho": _rho(values[p], y),
+        rows.append({"predictor": label, "models": len(frame), "rho": spearman(values[p], y),
                      "rho_low": low, "rho_high": high, "gain_low": gain_low, "gain_high": gain_high})
     return pd.DataFrame(rows)
 
