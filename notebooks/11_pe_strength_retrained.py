@@ -18,9 +18,9 @@
 # Scaling the PE of a trained model ({ref}`chap-pe`) shows what the *trained* network does with a
 # stronger or weaker PE, not whether training with one helps. Here the learned PE is replaced by a
 # fixed 2-D sin-cos table the network cannot rescale, multiplied by a factor (zero, and three
-# factors chosen when the zoo was designed to bracket the norm of the base's learned PE), and each
-# model is trained from scratch. {numref}`fig-f9` and {numref}`tab-t15` give the Cliff, the PE
-# Dominance Ratio, the Plateau and top-1 against PE strength.
+# factors chosen when the zoo was designed to bracket the norm of mini-S's learned PE; the tiny zoo
+# uses the same), and each model is trained from scratch. {numref}`fig-f9` and {numref}`tab-t15`
+# give the Cliff, the PE Dominance Ratio, the Plateau and top-1 against PE strength.
 
 # %% tags=["parameters"]
 profile = "default"  # base parameter set: smoke, default or paper (profiles/<name>.yaml)
@@ -72,7 +72,7 @@ if table is not None:
 # %%
 if table is not None:
     display(plotting.myst_table(table, "PE strength, retrained: the PE (none, sin-cos x scale, or the "
-                                "base's learned one), the PE Dominance Ratio measured, the Cliff, the "
+                                "base's learned one), its norm, the PE Dominance Ratio measured, the Cliff, the "
                                 "Plateau length, whether there is a Climb, and test top-1.", "tab-t15"))
 
 # %%

@@ -139,9 +139,17 @@ def test_decorrelation_without_a_usable_spread_says_so():
         assert result.answer is None and result.reason == beyond.answer.NO_SPREAD
 
 
+def test_the_bracket_says_where_the_learned_pe_falls_in_ratio_and_norm():
+    table = pd.DataFrame({"pe": ["none", "sin-cos", "sin-cos", "learned"], "pe_scale": [0, 0.08, 1.33, np.nan],
+                          "pe_norm": [0.0, 0.5, 8.0, 2.0], "pe_dominance_ratio": [0, 0.1, 1.2, 0.3]})
+    text = positional.describe_bracket(table)
+    assert "0.300, within the range of the scaled sin-cos ones (0.100 to 1.200)" in text
+    assert text.endswith("learned one's: x0.08 0.25, x1.33 4.00.")
+
+
 def test_pe_table_orders_by_strength_with_the_learned_pe_last():
     names = ["tiny-s", "tiny-s-pe-strong", "tiny-s-pe-none", "tiny-s-pe-weak"]
-    rows = pd.DataFrame({"model": names, **{c: [0.0] * 4 for c in ("pe_dominance_ratio", "cliff_drop_pe",
+    rows = pd.DataFrame({"model": names, **{c: [0.0] * 4 for c in ("pe_norm", "pe_dominance_ratio", "cliff_drop_pe",
                                                                    "plateau_length", "top1")},
                          "climb": [False] * 4})
     table = positional.pe_table(rows, names, ALL_MINI_CONFIGS)

@@ -88,7 +88,8 @@ def headline_table(per_layer: pd.DataFrame, summary: pd.DataFrame, attention: pd
     Collapse of the readout feature, ISI range and trade-off block."""
     phases = phases_where_defined(per_layer)
     frame = phases.merge(phase_presence(phases), on="model", how="left", validate="1:1")
-    frame = frame.merge(summary[["model", "pe_dominance_ratio"]], on="model", how="left", validate="1:1")
+    frame = frame.merge(summary[["model", "pe_norm", "pe_dominance_ratio"]], on="model", how="left",
+                        validate="1:1")
     late = []
     for model, rows in attention.groupby("model", sort=False):
         rows = rows.set_index("block")

@@ -9,7 +9,7 @@ from .answer import NO_SPREAD, NO_VARIANTS, Answer, Question
 from .headline import compare, group_models, points_of_spread, rows_of
 from .training import spearman
 
-PE_COLUMNS = ["model", "pe", "pe_scale", "pe_dominance_ratio", "cliff_drop_pe", "plateau_length",
+PE_COLUMNS = ["model", "pe", "pe_scale", "pe_norm", "pe_dominance_ratio", "cliff_drop_pe", "plateau_length",
               "climb", "top1"]
 
 
@@ -85,4 +85,7 @@ def describe_bracket(table: pd.DataFrame) -> str:
     where = ("within the range of the scaled sin-cos ones" if low <= ratio <= high else
              "below every scaled sin-cos one" if ratio < low else "above every scaled sin-cos one")
     between = f"{low:.3f}" if f"{low:.3f}" == f"{high:.3f}" else f"{low:.3f} to {high:.3f}"
-    return f"The base's learned PE ends with a PE Dominance Ratio of {ratio:.3f}, {where} ({between})."
+    norm = float(learned.pe_norm.iloc[0])
+    norms = ", ".join(f"x{r.pe_scale:g} {r.pe_norm / norm:.2f}" for r in fixed.itertuples())
+    return (f"The base's learned PE ends with a PE Dominance Ratio of {ratio:.3f}, {where} ({between}). "
+            f"The norm of each scaled sin-cos PE in multiples of the learned one's: {norms}.")
