@@ -60,13 +60,14 @@ if table is not None:
     xs = table.blocks.to_numpy(float)
     ax.plot(xs, base_row.tradeoff_block + beyond.depth.PAPER_SLOPE * (xs - base_row.blocks), "--", c="grey", lw=1)
     plt.show()
+else:
+    plotting.not_drawn(ctx.missing("depth variants"))
 
 # %%
-if table is not None:
-    display(plotting.myst_table(table, "The depth sweep: test top-1, final NC1-NC4 of the readout "
-                                "feature, Plateau length and whether there is a Climb, ISI range over "
-                                "the blocks, and the trade-off block (also as a share of the depth).",
-                                "tab-t12"))
+display(plotting.myst_table(table, "The depth sweep: test top-1, final NC1-NC4 of the readout "
+                            "feature, Plateau length and whether there is a Climb, ISI range over "
+                            "the blocks, and the trade-off block (also as a share of the depth).",
+                            "tab-t12", missing=ctx.missing("depth variants")))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -83,9 +84,9 @@ print(table[["model", "blocks", "top1", "nc2", "plateau_length", "isi_max", "tra
 # %%
 mlp = beyond.headline.group_models(study.variants, ctx.registry, "mlp") if ctx.has_variants else []
 mlp_table = beyond.depth.mlp_table(ctx.headline, mlp[0], mlp[1:], ctx.parameters(mlp)) if mlp else None
-if mlp_table is not None:
-    display(plotting.myst_table(mlp_table, "The base and its two MLP reductions: parameters, test "
-                                "top-1, final NC1-NC4, ISI peak and trade-off block.", "tab-t13"))
+display(plotting.myst_table(mlp_table, "The base and its two MLP reductions: parameters, test "
+                            "top-1, final NC1-NC4, ISI peak and trade-off block.", "tab-t13",
+                            missing=ctx.missing("MLP variants")))
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -57,14 +57,16 @@ if pairs:
                             styles=styles, blocks_only=True)
     fig.tight_layout()
     plt.show()
+else:
+    plotting.not_drawn(ctx.missing("pooling variants"))
 
 # %%
-if table is not None:
-    display(plotting.myst_table(table, "Each [CLS] model followed by its average-pooled twin: the "
-                                "feature the head reads, test top-1, whether there is a Climb and its "
-                                "rise, Plateau length, final NC1-NC4 of the readout feature, ISI peak, "
-                                "ACI (last third of the blocks, last block) and CLS centrality in the "
-                                "last third (x uniform; none without [CLS]).", "tab-t14"))
+display(plotting.myst_table(table, "Each [CLS] model followed by its average-pooled twin: the "
+                            "feature the head reads, test top-1, whether there is a Climb and its "
+                            "rise, Plateau length, final NC1-NC4 of the readout feature, ISI peak, "
+                            "ACI (last third of the blocks, last block) and CLS centrality in the "
+                            "last third (x uniform; none without [CLS]).", "tab-t14",
+                            missing=ctx.missing("pooling variants")))
 
 # %%
 # NBVAL_CHECK_OUTPUT

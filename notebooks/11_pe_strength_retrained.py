@@ -68,12 +68,14 @@ if table is not None:
         ax.set_ylabel(beyond.LABELS[column])
     fig.tight_layout()
     plt.show()
+else:
+    plotting.not_drawn(ctx.missing("PE-strength variants"))
 
 # %%
-if table is not None:
-    display(plotting.myst_table(table, "PE strength, retrained: the PE (none, sin-cos x scale, or the "
-                                "base's learned one), its norm, the PE Dominance Ratio measured, the Cliff, the "
-                                "Plateau length, whether there is a Climb, and test top-1.", "tab-t15"))
+display(plotting.myst_table(table, "PE strength, retrained: the PE (none, sin-cos x scale, or the "
+                            "base's learned one), its norm, the PE Dominance Ratio measured, the Cliff, the "
+                            "Plateau length, whether there is a Climb, and test top-1.", "tab-t15",
+                            missing=ctx.missing("PE-strength variants")))
 
 # %%
 if table is not None:

@@ -67,13 +67,14 @@ if onsets is not None:
     ax.legend(fontsize=7, ncol=len(events), loc="upper center", bbox_to_anchor=(0.5, 1.12))
     fig.tight_layout()
     plt.show()
+else:
+    plotting.not_drawn(ctx.missing("variants with a monitor log"))
 
 # %%
-if onsets is not None:
-    display(plotting.myst_table(onsets, "The fraction of training from which each event holds for "
-                                "good, per variant (empty: it does not hold at the end, or is undefined: "
-                                "no [CLS], or too few blocks to segment), and the final ISI regime.",
-                                "tab-t17"))
+display(plotting.myst_table(onsets, "The fraction of training from which each event holds for "
+                            "good, per variant (empty: it does not hold at the end, or is undefined: "
+                            "no [CLS], or too few blocks to segment), and the final ISI regime.",
+                            "tab-t17", missing=ctx.missing("variants with a monitor log")))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -107,14 +108,17 @@ if onsets is not None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     plt.show()
+else:
+    plotting.not_drawn(ctx.missing("variants with a monitor log"))
 
 # %%
 correlations = training.correlations_at(ctx, per_step, training.EARLY) if onsets is not None else None
-if correlations is not None:
-    display(plotting.myst_table(correlations, f"At {correlations.fraction.iloc[0]:.0%} of training: "
-                                "Spearman rho of each predictor with final test top-1, its 90% bootstrap "
-                                "interval, and the interval of its gain over the monitor's top-1 (rho in "
-                                "the expected direction, minus the monitor top-1's).", "tab-t18"))
+early = training.EARLY if correlations is None else correlations.fraction.iloc[0]
+display(plotting.myst_table(correlations, f"At {early:.0%} of training: "
+                            "Spearman rho of each predictor with final test top-1, its 90% bootstrap "
+                            "interval, and the interval of its gain over the monitor's top-1 (rho in "
+                            "the expected direction, minus the monitor top-1's).", "tab-t18",
+                            missing=ctx.missing("variants with a monitor log")))
 
 # %%
 # NBVAL_CHECK_OUTPUT

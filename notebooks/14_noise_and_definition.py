@@ -48,10 +48,9 @@ display(Markdown(ctx.describe()))
 
 # %%
 spread = beyond.spread_table(ctx.headline, ctx.seeds) if ctx.seeds else None
-if spread is not None:
-    display(plotting.myst_table(spread, "Headline numbers of the base and its seed variants, their "
-                                "spread (max - min) and the spread relative to their mean magnitude.",
-                                "tab-t19"))
+display(plotting.myst_table(spread, "Headline numbers of the base and its seed variants, their "
+                            "spread (max - min) and the spread relative to their mean magnitude.",
+                            "tab-t19", missing=ctx.missing("seed variants")))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -86,12 +85,14 @@ if budget is not None:
     axes[-1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     plt.show()
+else:
+    plotting.not_drawn(ctx.missing("seed or depth variants"))
 
 # %%
-if summary is not None:
-    display(plotting.myst_table(summary, "The ISI under each decoder budget (principal components, "
-                                "ridge): range over the blocks, the regime of its peak, and blocks in "
-                                "the paper's ViT-B band.", "tab-t20"))
+display(plotting.myst_table(summary, "The ISI under each decoder budget (principal components, "
+                            "ridge): range over the blocks, the regime of its peak, and blocks in "
+                            "the paper's ViT-B band.", "tab-t20",
+                            missing=ctx.missing("seed or depth variants")))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -124,12 +125,13 @@ if cka is not None:
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     plt.show()
+else:
+    plotting.not_drawn(ctx.missing("seed or depth variants"))
 
 # %%
-if agreement is not None:
-    display(plotting.myst_table(agreement, "Spearman rank correlation across the layers (PE layer and "
-                                "blocks) between the reconstruction proxy and linear CKA, per model.",
-                                "tab-t21"))
+display(plotting.myst_table(agreement, "Spearman rank correlation across the layers (PE layer and "
+                            "blocks) between the reconstruction proxy and linear CKA, per model.",
+                            "tab-t21", missing=ctx.missing("seed or depth variants")))
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -5,7 +5,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from vitphase_lib.pipeline import build_book, generate_ipynb, notebook_sources, tidy_executed_chapter
+from vitphase_lib.pipeline import (build_book, generate_ipynb, notebook_sources, numbered_labels,
+                                   tidy_executed_chapter)
 
 RECORDED_SMOKE = Path(__file__).parent / "notebooks"
 
@@ -182,3 +183,25 @@ def test_a_chapter_failing_in_parallel_names_itself_and_the_error(tmp_path):
     with pytest.raises(RuntimeError, match=r"0[23]_.*\.py: .*tiny-x"):
         build_book("smoke", only=["02_", "03_"], html=False, output_dir=tmp_path,
                    overrides={"models": ["tiny-x"]}, jobs=2)
+
+
+def test_every_numbered_reference_of_the_recorded_chapters_is_defined():
+    """A {numref} to a figure or table that no chapter produced fails the HTML build (-W)."""
+    labels = {path.stem: numbered_labels(nbformat.read(path, as_version=4))
+              for path in sorted(RECORDED_SMOKE.glob("*.ipynb"))}
+    everywhere = set().union(*(defined for defined, _ in labels.values()))
+    for chapter, (_, referenced) in labels.items():
+        assert referenced <= everywhere, (chapter, referenced - everywhere)
+    assert {"fig-f7", "tab-t12", "tab-t21", "tab-glance"} <= everywhere
+
+
+def test_numbered_labels_count_a_figure_only_when_it_was_drawn():
+    figure = {"mystnb": {"figure": {"name": "fig-a"}}}
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("see {numref}`fig-a` and {numref}`tab-b`"),
+        nbformat.v4.new_code_cell("", metadata=figure, outputs=[]),
+        nbformat.v4.new_code_cell("", outputs=[nbformat.v4.new_output(
+            "display_data", data={"text/markdown": "```{table} B\n:name: tab-b\n\n| x |\n```"})])])
+    assert numbered_labels(notebook) == ({"tab-b"}, {"fig-a", "tab-b"})
+    notebook.cells[1].outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBOR"})]
+    assert numbered_labels(notebook)[0] == {"fig-a", "tab-b"}

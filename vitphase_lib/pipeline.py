@@ -201,6 +201,28 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+NUMREF = re.compile(r"\{numref\}`([^`<]+)`")
+TABLE_NAME = re.compile(r"^:name: (\S+)$", re.M)
+
+
+def numbered_labels(notebook: nbformat.NotebookNode) -> tuple[set[str], set[str]]:
+    """(defined, referenced): the figure and table labels an executed chapter defines (a figure
+    cell's name when the cell drew an image; a MyST table's ``:name:`` in an output) and those its
+    markdown cites with ``{numref}``. A cited label no chapter defines breaks the HTML build."""
+    defined, referenced = set(), set()
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            referenced |= set(NUMREF.findall(cell.source))
+            continue
+        outputs = cell.get("outputs", [])
+        name = cell.metadata.get("mystnb", {}).get("figure", {}).get("name")
+        if name and any("image/png" in o.get("data", {}) for o in outputs):
+            defined.add(name)
+        for output in outputs:
+            defined |= set(TABLE_NAME.findall(output.get("data", {}).get("text/markdown", "")))
+    return defined, referenced
+
+
 BUILD_INFO = "this_build.md"  # written beside the executed chapters, included by the introduction
 
 

@@ -136,13 +136,18 @@ def column_label(name) -> str:
     return name.replace("_", " ") if SNAKE_CASE.fullmatch(name) else name
 
 
-def myst_table(frame: pd.DataFrame, caption: str, name: str, floatfmt: str = ".4g") -> Markdown:
+def myst_table(frame: pd.DataFrame | None, caption: str, name: str, floatfmt: str = ".4g",
+               missing: str = "") -> Markdown:
     """A numbered, referenceable MyST table (rendered by MyST-NB from the cell's output), its
-    headers in words with units (:func:`column_label`).
+    headers in words with units (:func:`column_label`). Without a ``frame`` (the build has no data
+    for it) the table holds one cell, ``missing``: why, so that its number and the references to
+    it stay.
 
     With a fixed-point ``floatfmt`` (".1f") the values are rounded by pandas first, so the table
     shows the digits ``frame.round(n)`` prints: 68.35 is 68.4 in both (string formatting of the
     binary float would give 68.3)."""
+    if frame is None:
+        frame = pd.DataFrame({"Not in this build": [missing or "no data"]})
     if "`" in caption:  # CommonMark: a backtick fence's opening line may not contain backticks
         raise ValueError(f"table {name!r}: the caption sits on the opening line of a ``` fence, "
                          "where a backtick (e.g. a {numref} role) ends the table; put the "
@@ -157,6 +162,15 @@ def myst_table(frame: pd.DataFrame, caption: str, name: str, floatfmt: str = ".4
         frame = frame.round(int(fixed_point.group(1)))
     body = frame.to_markdown(index=False, floatfmt=floatfmt)
     return Markdown(f"```{{table}} {caption}\n:name: {name}\n\n{body}\n```\n")
+
+
+def not_drawn(why: str) -> None:
+    """Where a figure would be when the build has nothing to draw in it: the reason, in the
+    figure's place (so that its number and the references to it stay)."""
+    fig, ax = plt.subplots(figsize=(7, 0.7))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"Not in this build: {why}", ha="center", va="center", fontsize=10)
+    plt.show()
 
 
 def fmt(value: float, digits: int = 3) -> str:

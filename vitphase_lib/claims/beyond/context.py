@@ -54,6 +54,12 @@ class Context:
         with torch.device("meta"):
             return {m: count_parameters(build_mini_vit(ALL_MINI_CONFIGS[m])) for m in models}
 
+    def missing(self, what: str) -> str:
+        """Why a figure or table of ``what`` (e.g. "depth variants") is empty in this build."""
+        if not self.has_variants:
+            return f"the {self.study.profile} profile names no variants"
+        return f"the {self.study.profile} profile names no {what}"
+
     def describe(self) -> str:
         """What the chapter's numbers rest on: the variant study's models and images, or why the
         chapter has nothing to show in this profile."""
