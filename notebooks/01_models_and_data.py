@@ -23,8 +23,8 @@
 # **paper profile** runs the same chapters on the real timm models and an ImageNet folder.
 #
 # This chapter lists the models ({numref}`tab-t1`), re-measures the test top-1 of every
-# checkpoint during the build (it must equal the number recorded when it was trained), and shows
-# the training curves ({numref}`fig-training`).
+# checkpoint on its stored weights (once per checkpoint, cached by their sha256; it must equal the
+# number recorded when it was trained), and shows the training curves ({numref}`fig-training`).
 
 # %% tags=["parameters"]
 profile = "default"  # base parameter set: smoke, default or paper (profiles/<name>.yaml)
@@ -56,7 +56,7 @@ display(Markdown(f"Profile **{study.profile}**: models {', '.join(study.models)}
 inventory = study.model_inventory()
 plotting.myst_table(inventory.drop(columns=["source"]),
                     "The models of this build: depth, width, heads, parameters, and test top-1 "
-                    "(re-measured during this build on the stored weights). Zoo models: training "
+                    "(re-measured on the stored weights). Zoo models: training "
                     "minutes as recorded (wall clock, including pauses and a CPU shared with other "
                     "work) and estimated for an idle machine (epochs x the fastest epoch).",
                     "tab-t1", floatfmt=".2f")
@@ -104,7 +104,7 @@ plt.show()
 # mini-S's own; the [CLS] hub removed or forced in the last third of the blocks; two more
 # seeds; the MLP halved or shared between adjacent blocks. Each trained with the training-time
 # monitor on. {numref}`tab-t1b` lists the variants of this profile, their test top-1
-# re-measured during this build on the stored weights (it must equal the recorded one) and the
+# re-measured on the stored weights (it must equal the recorded one) and the
 # PE Dominance Ratio measured on the images the "Beyond the paper" chapters analyse.
 
 # %%
@@ -112,7 +112,7 @@ variants = study.variant_inventory()
 if len(variants):
     display(plotting.myst_table(
         variants, "The variant zoo: base, the one change, parameters, test top-1 (re-measured "
-        "during this build), PE Dominance Ratio and training minutes (estimated for an idle "
+        "on the stored weights), PE Dominance Ratio and training minutes (estimated for an idle "
         "machine, and as recorded).", "tab-t1b", floatfmt=".2f"))
 else:
     display(Markdown("This profile lists no variants (parameter `variants`)."))

@@ -214,6 +214,21 @@ def test_inventory_of_a_zoo_model_with_a_checkpoint_reports_the_files_weights(tm
     assert set(study.training_curves().model) == {"tiny-s", "tiny-l"}
 
 
+def test_test_top1_is_measured_once_per_weights_and_checked_against_the_record(tmp_path, monkeypatch):
+    from vitphase_lib import train
+    monkeypatch.setenv("VITPHASE_CACHE", str(tmp_path))
+    calls = []
+    measure = train.evaluate_top1
+    monkeypatch.setattr(train, "evaluate_top1", lambda model, data: calls.append(len(data)) or measure(model, data))
+    study = Study.from_profile("smoke", models=["tiny-s"])
+    first = study.model_inventory()
+    assert study.model_inventory().equals(first) and calls == [1000]  # the second is a cache hit
+    assert first.test_top1.iloc[0] == first.recorded_top1.iloc[0] and first.test_images.iloc[0] == 1000
+    monkeypatch.setattr(train, "evaluate_top1", lambda model, data: 1.0)  # weights that changed
+    with pytest.raises(RuntimeError, match="re-measured as 1.00%"):
+        Study.from_profile("smoke", models=["tiny-s"], refresh=True).model_inventory()
+
+
 def test_check_refuses_a_variant_that_has_not_finished_training(tmp_path, monkeypatch):
     from vitphase_lib import zoo
     monkeypatch.setattr(zoo, "training_record", lambda name: {"origin": "local", "steps_done": 35})

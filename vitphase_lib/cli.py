@@ -110,12 +110,14 @@ def _positive_int(text: str) -> int:
 
 def precompute(study, report=print) -> None:
     """Every table the chapters read, computed once (or found in the cache): each model's
-    analysis and PE scaling and, when the study names variants, the variant study's analyses and
-    retention tables (T1b and "Beyond the paper")."""
+    analysis and PE scaling, the zoo models' test top-1 (T1, T1b; checked against their training
+    record) and, when the study names variants, the variant study's analyses and retention tables
+    ("Beyond the paper")."""
     for name in study.models:
         summary = study.analysis(name)["summary"]
         study.pe_scaling(name)
         report(f"{name}: analysed {int(summary.images.iloc[0])} images (top-1 {float(summary.top1.iloc[0]):.2f}%)")
+    study.model_inventory()
     if study.variants:
         from .claims.beyond import Context, noise
         context = Context(study)
@@ -123,6 +125,7 @@ def precompute(study, report=print) -> None:
             context.vstudy.analysis(name)
         for name in noise.noise_models(context):
             context.vstudy.retention(name)
+        study.variant_inventory()
         report(f"the variant study: analysed {len(context.vstudy.models)} models "
                f"({context.vstudy.n_images} images each)")
 

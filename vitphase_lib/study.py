@@ -418,12 +418,23 @@ class Study:
                          "train_minutes_recorded": row.train_minutes_recorded})
         return pd.DataFrame(rows)
 
+    def test_top1(self, model_name: str, n_test: int | None = None) -> float:
+        """Top-1 (%) of a zoo model's stored weights on the first ``n_test`` Fashion-MNIST test
+        images (all of them: None), measured once per weights (cached by their sha256)."""
+        from .train import evaluate_top1
+        key = {"model": model_name, "weights": self.fingerprint(model_name), "data": "fashion-mnist/test",
+               "n_test": n_test, "dtype": self.dtype}
+        test = self._fashion_test if n_test is None else self._fashion_test.subset(range(n_test))
+        tables = cached_tables("test-top1", key, lambda: {"top1": pd.DataFrame(
+            {"top1": [evaluate_top1(self.model(model_name).model, test)], "images": [len(test)]})},
+            refresh=self.refresh)
+        return float(tables["top1"].top1.iloc[0])
+
     def model_inventory(self, names: tuple[str, ...] | None = None) -> pd.DataFrame:
         """T1: architecture and test top-1 per model (``names``: by default the study's models).
         Zoo checkpoints are re-evaluated on the Fashion-MNIST test images their recorded top-1 was
         measured on, and must match it."""
         from .models import count_parameters
-        from .train import evaluate_top1
         from .zoo import idle_training_seconds, training_record
         rows = []
         for name in self.models if names is None else names:
@@ -435,8 +446,7 @@ class Study:
                    "parameters": count_parameters(vit), "source": loaded.source}
             if loaded.kind == "zoo" and name in self.checkpoints:
                 # a user's file: no training record describes it, so only its measured top-1
-                row.update(test_images=len(self._fashion_test),
-                           test_top1=evaluate_top1(vit, self._fashion_test),
+                row.update(test_images=len(self._fashion_test), test_top1=self.test_top1(name),
                            recorded_top1=float("nan"), trained_fraction=float("nan"),
                            train_minutes_recorded=float("nan"), train_minutes_idle_estimate=float("nan"))
             elif loaded.kind == "zoo":
@@ -447,9 +457,8 @@ class Study:
                                        "training record yet (the run saves its record every 5 minutes "
                                        "and every epoch); re-run once it has been saved.")
                 n_test = record["train"].get("n_test")
-                test = self._fashion_test if n_test is None else self._fashion_test.subset(range(n_test))
                 # the recorded top-1 was measured on the Fashion-MNIST test set, whatever 'dataset' says
-                measured = evaluate_top1(vit, test)
+                measured = self.test_top1(name, n_test)
                 if measured != snapshot["test_top1"]:
                     raise RuntimeError(f"{name}: test top-1 re-measured as {measured:.2f}% but the "
                                        f"checkpoint was recorded at {snapshot['test_top1']:.2f}%; "
@@ -458,7 +467,7 @@ class Study:
                                        "differently from the recording machine's "
                                        "(vitphase_lib/numerics.py).")
                 idle = idle_training_seconds(record["log"], record["train"]["epochs"])
-                row.update(test_images=len(test), test_top1=measured,
+                row.update(test_images=n_test or len(self._fashion_test), test_top1=measured,
                            recorded_top1=snapshot["test_top1"],
                            trained_fraction=snapshot["fraction"],
                            train_minutes_recorded=record["train_seconds"] / 60,
