@@ -70,5 +70,6 @@ class Context:
         return (f"This build ({v.profile} profile) analyses {len(v.models)} models: "
                 f"{', '.join(v.models)}, each on {v.n_images} analysis images, {v.n_probe_fit} probe-fit "
                 f"and {v.n_probe_score} probe-score images (the ACI on the first {v.aci_max_images}). "
-                f"Test top-1 is each model's as recorded at the end of its training; the seed spread is "
-                f"the range over {', '.join(self.seeds) or 'no seed models'}.")
+                f"Test top-1 is each model's as recorded at the end of its training; "
+                + (f"the seed spread is the range over {', '.join(self.seeds)}." if self.seeds else
+                   "without seed variants there is no seed spread to judge differences by."))
