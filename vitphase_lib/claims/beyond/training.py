@@ -40,7 +40,9 @@ def states(stacked: pd.DataFrame, uniform: Mapping[str, float],
     similarity = stacked[stacked.metric == "centered_similarity"].rename(columns={"value": "centered_similarity"})
     phases = phases_where_defined(similarity[["model", "step", "layer", "centered_similarity"]],
                                   by=("model", "step"))
-    verdicts = phase_presence(phases.assign(model=range(len(phases))))  # rows in phases' order
+    # phase_presence keys its rows by model; one row per (model, step) here, so each row gets a
+    # key of its own (its position), which keeps the verdicts in the order of ``phases``
+    verdicts = phase_presence(phases.assign(model=range(len(phases))))
     frame = phases[["model", "step", "blocks"]].copy()
     frame[["cliff", "plateau", "climb"]] = verdicts[["cliff", "plateau", "climb"]].to_numpy()
     keys = ["model", "step"]
