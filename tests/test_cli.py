@@ -126,7 +126,8 @@ def test_analyse_uses_the_checkpoint_named_for_a_zoo_model(tmp_path, monkeypatch
 
 def test_analyse_also_caches_the_variant_study(monkeypatch, capsys):
     """With variants, `vitphase analyse` computes what "Beyond the paper" reads: every variant and
-    base on the variant settings, and the retention tables of the seed and deepest models."""
+    base on the variant settings, the retention tables of the seed and deepest models, and the
+    variants' test top-1 (T1b)."""
     from vitphase_lib.study import Study
     calls = []
 
@@ -136,10 +137,13 @@ def test_analyse_also_caches_the_variant_study(monkeypatch, capsys):
     monkeypatch.setattr(Study, "analysis", analysis)
     monkeypatch.setattr(Study, "pe_scaling", lambda self, name: {})
     monkeypatch.setattr(Study, "retention", lambda self, name: calls.append(("retention", name, self.n_images)))
+    monkeypatch.setattr(Study, "model_inventory", lambda self: calls.append(("top-1", *self.models)))
+    monkeypatch.setattr(Study, "variant_inventory", lambda self: calls.append(("top-1", *self.variants)))
     assert main(["analyse", "--profile", "smoke", "--set", "models=[tiny-s]",
                  "--set", "variants=[tiny-s-d4, tiny-s-seed1, tiny-s-seed2]",
                  "--set", "variant_settings={n_images: 64}"]) == 0
-    assert calls == [("analysis", "tiny-s", 256),
+    assert calls == [("analysis", "tiny-s", 256), ("top-1", "tiny-s"),
                      *(("analysis", m, 64) for m in ("tiny-s", "tiny-s-d4", "tiny-s-seed1", "tiny-s-seed2")),
-                     *(("retention", m, 64) for m in ("tiny-s", "tiny-s-seed1", "tiny-s-seed2", "tiny-s-d4"))]
+                     *(("retention", m, 64) for m in ("tiny-s", "tiny-s-seed1", "tiny-s-seed2", "tiny-s-d4")),
+                     ("top-1", "tiny-s-d4", "tiny-s-seed1", "tiny-s-seed2")]
     assert "the variant study: analysed 4 models (64 images each)" in capsys.readouterr().out
