@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 CACHE=${VITPHASE_CACHE:-$HOME/.cache/vitphase}
 mkdir -p "$CACHE/zoo-training"
 workers=(
-    "mini-s-pe-none mini-s-pe-weak mini-s-pe-matched mini-s-pe-strong mini-s-seed1 mini-s-seed2 mini-s-mlp-half mini-s-d6 mini-s-d18"
-    "mini-s-hub-removed mini-s-hub-forced mini-s-avg mini-s-d3 mini-s-mlp-shared mini-s-d24 mini-b-avg"
+    "mini-s-pe-none mini-s-pe-weak mini-s-pe-matched mini-s-pe-strong mini-s-seed1 mini-s-seed2 mini-s-d24 mini-s-d18"
+    "mini-s-hub-removed mini-s-hub-forced mini-s-avg mini-s-d3 mini-s-mlp-shared mini-b-avg mini-s-mlp-half mini-s-d6"
 )
 for i in "${!workers[@]}"; do
     OMP_NUM_THREADS=1 nohup .venv/bin/python -m vitphase_lib.cli zoo train --quiet \
