@@ -57,8 +57,9 @@ inventory = study.model_inventory()
 plotting.myst_table(inventory.drop(columns=["source"]),
                     "The models of this build: depth, width, heads, parameters, and test top-1 "
                     "(re-measured on the stored weights). Zoo models: training "
-                    "minutes as recorded (wall clock, including pauses and a CPU shared with other "
-                    "work) and estimated for an idle machine (epochs x the fastest epoch).",
+                    "minutes as recorded (the wall clock of the optimizer steps, including pauses and a "
+                    "CPU shared with other work) and estimated for an idle machine (epochs x the "
+                    "fastest complete epoch, evaluation and monitor included).",
                     "tab-t1", floatfmt=".2f")
 
 # %%
@@ -113,7 +114,7 @@ if len(variants):
     display(plotting.myst_table(
         variants, "The variant zoo: base, the one change, parameters, test top-1 (re-measured "
         "on the stored weights), PE Dominance Ratio and training minutes (estimated for an idle "
-        "machine, and as recorded).", "tab-t1b", floatfmt=".2f"))
+        "machine and as recorded, as in the table above).", "tab-t1b", floatfmt=".2f"))
 else:
     display(Markdown("This profile lists no variants (parameter `variants`)."))
 

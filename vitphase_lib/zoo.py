@@ -127,8 +127,9 @@ def total_steps(name: str) -> int:
 
 def idle_training_seconds(log: list[dict], epochs: int) -> float | None:
     """Training time on an idle machine, estimated as ``epochs`` x the fastest complete epoch of
-    the per-epoch log. The recorded wall time (``train_seconds``) also counts the time the run was
-    paused or shared its CPU cores with other work; epochs resumed mid-way are left out."""
+    the per-epoch log (evaluation and monitor included). The recorded ``train_seconds`` times the
+    optimizer steps alone, but also counts the time the run was paused or shared its CPU cores with
+    other work; epochs resumed mid-way are left out."""
     complete = [entry["seconds"] for entry in log if not entry.get("partial_epoch_resumed")]
     return epochs * min(complete) if complete else None
 
@@ -202,7 +203,7 @@ def ship(names: list[str], target: Path | None = None) -> dict:
             "config": record["config"], "train": record["train"], "seed": recipe.seed,
             "data": {"dataset": "fashion-mnist", "train_sha256": checksum},
             "epochs": recipe.epochs, "test_top1": final["test_top1"],
-            "train_seconds": record["train_seconds"],  # wall clock, pauses and a shared CPU included
+            "train_seconds": record["train_seconds"],  # optimizer steps; pauses and a shared CPU included
             "idle_train_seconds_estimate": idle_training_seconds(record["log"], recipe.epochs),
             "log": record["log"],
             "snapshots": [{k: s[k] for k in ("step", "epoch", "fraction", "file", "test_top1", "sha256")}
