@@ -273,9 +273,9 @@ def against(frame: pd.DataFrame, x: str, columns: list[str], labels: dict | None
                         marker="o", ms=4, lw=1, capsize=3, label=name)
         ax.set_title(labels.get(column, column_label(column)), fontsize=9)
         ax.set_xlabel(xlabel or column_label(x), fontsize=8)
-        ax.tick_params(labelsize=7)
         if column in logy:
             ax.set_yscale("log")
+        ax.tick_params(which="both", labelsize=7)  # after the scale: a log axis labels minor ticks too
     if hue is not None:
         axes[0][0].legend(fontsize=7)
     fig.tight_layout()
