@@ -127,9 +127,9 @@ def total_steps(name: str) -> int:
 
 def idle_training_seconds(log: list[dict], epochs: int) -> float | None:
     """Training time on an idle machine, estimated as ``epochs`` x the fastest complete epoch of
-    the per-epoch log (evaluation and monitor included). The recorded ``train_seconds`` times the
-    optimizer steps alone, but also counts the time the run was paused or shared its CPU cores with
-    other work; epochs resumed mid-way are left out."""
+    the per-epoch log (evaluation and monitor included; epochs resumed mid-way are left out). The
+    recorded ``train_seconds`` times the optimizer steps alone, but also counts the time the run
+    was paused or shared its CPU cores with other work."""
     complete = [entry["seconds"] for entry in log if not entry.get("partial_epoch_resumed")]
     return epochs * min(complete) if complete else None
 
