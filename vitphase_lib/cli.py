@@ -46,7 +46,7 @@ def _zoo_train(args: argparse.Namespace) -> int:
         trainer = Trainer(ALL_MINI_CONFIGS[name], ZOO_TRAINING[name], train_set, test_set,
                           training_dir(name), progress=not args.quiet, monitor=monitor_spec(name))
         state = trainer.run()
-        last = state.log[-1] if state.log else {}
+        last = state.snapshots[-1] if state.snapshots else {}  # the stored (float16) weights, as shipped
         print(f"{name}: {state.step} steps, test top-1 {last.get('test_top1', float('nan')):.2f}%, "
               f"{state.train_seconds / 60:.1f} min of training -> {trainer.run_dir}")
     return 0
